@@ -1,0 +1,204 @@
+"""REST handlers: submit an order, read one, health and readiness, the OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from order_engine.api.errors import ApiError, error_response, json_response
+from order_engine.api.validation import OrderParser, parse_json, parse_order_id
+from order_engine.engine import Engine, EngineUnavailable, OrderRequest
+from order_engine.hub import Hub
+from order_engine.orders import Order
+from order_engine.store import DuplicateOrder, Store, StoreError
+from order_engine.venues.tokens import TokenRegistry
+
+log = logging.getLogger("order_engine.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal is JSON `{"error": {...}}`; nothing a client sends becomes a 500."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status, "http_error"
+        )
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(ApiError(exc.status, code, exc.reason, headers=headers))
+    except StoreError as exc:
+        log.warning("store unavailable: %s", exc)
+        return error_response(
+            ApiError(
+                503,
+                "store_unavailable",
+                "storage is unavailable, retry shortly",
+                headers={"Retry-After": "2"},
+            )
+        )
+
+
+def order_json(order: Order, registry: TokenRegistry) -> dict[str, Any]:
+    token_in = registry.resolve(order.token_in)
+    token_out = registry.resolve(order.token_out)
+
+    def out(amount: int | None) -> str | None:
+        return None if amount is None else token_out.format(amount)
+
+    return {
+        "orderId": order.order_id,
+        "tokenIn": order.token_in,
+        "tokenOut": order.token_out,
+        "amount": token_in.format(order.amount),
+        "slippageBps": order.slippage_bps,
+        "status": order.status.value,
+        "attempts": order.attempts,
+        "dex": order.dex,
+        "txHash": order.tx_hash,
+        "executedPrice": order.executed_price,
+        "amountOut": out(order.amount_out),
+        "minAmountOut": out(order.min_amount_out),
+        "error": (
+            {"code": order.error_code, "message": order.error_message or ""}
+            if order.error_code
+            else None
+        ),
+        "clientOrderId": order.client_order_id,
+        "createdAt": order.created_at,
+        "updatedAt": order.updated_at,
+    }
+
+
+class OrderSubmitter:
+    """Turns a validated request into a stored, queued order, honouring Idempotency-Key:
+    same key and body -> the original order (replayed); different body -> 422; the same key
+    while its first request is still being stored -> 409."""
+
+    def __init__(self, engine: Engine, store: Store) -> None:
+        self._engine = engine
+        self._store = store
+        self._in_flight: set[str] = set()
+
+    async def submit(self, request: OrderRequest) -> tuple[Order, bool]:
+        """Returns (order, created): created is False for an idempotent replay."""
+        key = request.idempotency_key
+        if key is None:
+            return await self._create(request), True
+        if key in self._in_flight:
+            raise ApiError(
+                409,
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still in progress",
+                "Idempotency-Key",
+            )
+        self._in_flight.add(key)
+        try:
+            existing = await self._store.by_idempotency_key(key)
+            if existing is None:
+                try:
+                    return await self._create(request), True
+                except DuplicateOrder as exc:  # another replica stored it first
+                    existing = exc.existing
+            if existing.request_hash != request.request_hash:
+                raise ApiError(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request",
+                    "Idempotency-Key",
+                )
+            return existing, False
+        finally:
+            self._in_flight.discard(key)
+
+    async def _create(self, request: OrderRequest) -> Order:
+        try:
+            return await self._engine.submit(request)
+        except EngineUnavailable as exc:
+            code = "queue_full" if "queue" in exc.reason else "shutting_down"
+            raise ApiError(
+                503, code, exc.reason, headers={"Retry-After": str(int(exc.retry_after))}
+            ) from None
+
+
+class RestHandlers:
+    def __init__(
+        self,
+        *,
+        submitter: OrderSubmitter,
+        store: Store,
+        hub: Hub,
+        parser: OrderParser,
+        registry: TokenRegistry,
+        max_body_bytes: int,
+    ) -> None:
+        self._submitter = submitter
+        self._store = store
+        self._hub = hub
+        self._parser = parser
+        self._registry = registry
+        self._max_body = max_body_bytes
+
+    async def execute(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+        if request.content_length is not None and request.content_length > self._max_body:
+            raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
+        raw = await request.content.read(self._max_body + 1)
+        if len(raw) > self._max_body:
+            raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
+        order_request = self._parser.parse(parse_json(raw), request.headers.get("Idempotency-Key"))
+        order, created = await self._submitter.submit(order_request)
+        if created:
+            body = {
+                "orderId": order.order_id,
+                "status": order.status.value,
+                "message": "Order submitted successfully.",
+            }
+            return json_response(body, status=201)
+        body = {
+            "orderId": order.order_id,
+            "status": order.status.value,
+            "message": "Order already submitted with this Idempotency-Key.",
+        }
+        return json_response(body, status=200, headers={"Idempotent-Replayed": "true"})
+
+    async def get_order(self, request: web.Request) -> web.Response:
+        order_id = parse_order_id(request.match_info.get("order_id"))
+        order = await self._store.get(order_id)
+        if order is None:
+            raise ApiError(404, "order_not_found", f"no order {order_id}", "orderId")
+        events = await self._store.events(order_id)
+        return json_response(
+            {
+                "order": order_json(order, self._registry),
+                "events": [e.to_message() for e in events],
+            }
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        checks = {"store": "ok", "hub": "ok"}
+        try:
+            await self._store.ping()
+        except StoreError as exc:
+            checks["store"] = str(exc)
+        try:
+            await self._hub.ping()
+        except Exception as exc:  # any broker failure means "not ready", never a 500
+            checks["hub"] = f"unavailable: {exc}"
+        ready = all(v == "ok" for v in checks.values())
+        return json_response(
+            {"status": "ready" if ready else "unavailable", **checks}, status=200 if ready else 503
+        )

@@ -1,0 +1,375 @@
+"""The OpenAPI 3.1 document: every endpoint and every message, checked against real responses
+by the tests (its schemas are JSON Schema 2020-12)."""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+from order_engine import __version__
+
+_DECIMAL = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["1.5"]}
+_DEX = {"type": "string", "enum": ["Raydium", "Meteora"]}
+_STATUS = {
+    "type": "string",
+    "enum": ["pending", "routing", "building", "submitted", "confirmed", "failed"],
+}
+_ERROR_BODY = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+_LEG = {
+    "type": "object",
+    "required": ["dex", "share", "amountIn", "amountOut"],
+    "properties": {
+        "dex": _DEX,
+        "share": {"type": "number", "minimum": 0, "maximum": 1},
+        "amountIn": _DECIMAL,
+        "amountOut": _DECIMAL,
+    },
+    "additionalProperties": False,
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _event(status: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["orderId", "seq", "status", "message", "ts", "data"],
+        "properties": {
+            "orderId": {"type": "string", "format": "uuid"},
+            "seq": {"type": "integer", "minimum": 1},
+            "status": {"const": status},
+            "message": {"type": "string"},
+            "ts": {"type": "number", "description": "unix seconds"},
+            "data": data,
+        },
+        "additionalProperties": False,
+    }
+
+
+def _obj(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+_SCHEMAS: dict[str, Any] = {
+    "OrderRequest": _obj(
+        ["tokenIn", "tokenOut", "amount"],
+        {
+            "tokenIn": {"type": "string", "description": "symbol (case-insensitive) or mint"},
+            "tokenOut": {"type": "string"},
+            "amount": {
+                "description": "in units of tokenIn, > 0, at most the token's decimals",
+                "oneOf": [{"type": "number", "exclusiveMinimum": 0}, _DECIMAL],
+            },
+            "slippageBps": {"type": "integer", "minimum": 0, "maximum": 5000, "default": 50},
+            "clientOrderId": {"type": "string", "minLength": 1, "maxLength": 64},
+        },
+    ),
+    "OrderAccepted": _obj(
+        ["orderId", "status", "message"],
+        {
+            "orderId": {"type": "string", "format": "uuid"},
+            "status": _STATUS,
+            "message": {"type": "string"},
+        },
+    ),
+    "Error": _obj(["error"], {"error": _ERROR_BODY}),
+    "Order": _obj(
+        [
+            "orderId",
+            "tokenIn",
+            "tokenOut",
+            "amount",
+            "slippageBps",
+            "status",
+            "attempts",
+            "dex",
+            "txHash",
+            "executedPrice",
+            "amountOut",
+            "minAmountOut",
+            "error",
+            "clientOrderId",
+            "createdAt",
+            "updatedAt",
+        ],
+        {
+            "orderId": {"type": "string", "format": "uuid"},
+            "tokenIn": {"type": "string"},
+            "tokenOut": {"type": "string"},
+            "amount": _DECIMAL,
+            "slippageBps": {"type": "integer"},
+            "status": _STATUS,
+            "attempts": {"type": "integer", "minimum": 0},
+            "dex": {"oneOf": [_DEX, {"type": "null"}]},
+            "txHash": {"type": ["string", "null"]},
+            "executedPrice": {"type": ["number", "null"]},
+            "amountOut": {"oneOf": [_DECIMAL, {"type": "null"}]},
+            "minAmountOut": {"oneOf": [_DECIMAL, {"type": "null"}]},
+            "error": {"oneOf": [_ERROR_BODY, {"type": "null"}]},
+            "clientOrderId": {"type": ["string", "null"]},
+            "createdAt": {"type": "number"},
+            "updatedAt": {"type": "number"},
+        },
+    ),
+    "OrderDetail": _obj(
+        ["order", "events"],
+        {"order": _ref("Order"), "events": {"type": "array", "items": _ref("OrderEvent")}},
+    ),
+    "Quote": _obj(
+        ["dex", "amountOut", "price", "feeBps", "priceImpactBps"],
+        {
+            "dex": _DEX,
+            "amountOut": _DECIMAL,
+            "price": {"type": "number"},
+            "feeBps": {"type": "number", "minimum": 0},
+            "priceImpactBps": {"type": "number"},
+        },
+    ),
+    "PendingEvent": _event(
+        "pending",
+        _obj(
+            ["tokenIn", "tokenOut", "amount", "slippageBps"],
+            {
+                "tokenIn": {"type": "string"},
+                "tokenOut": {"type": "string"},
+                "amount": _DECIMAL,
+                "slippageBps": {"type": "integer"},
+            },
+        ),
+    ),
+    "RoutingEvent": _event(
+        "routing",
+        _obj(
+            ["attempt"],
+            {"attempt": {"type": "integer", "minimum": 1}, "retryReason": _ERROR_BODY},
+        ),
+    ),
+    "BuildingEvent": _event(
+        "building",
+        _obj(
+            ["dex", "quotes", "expectedAmountOut", "minAmountOut", "wrapSol", "unwrapSol"],
+            {
+                "dex": _DEX,
+                "quotes": {"type": "array", "items": _ref("Quote"), "minItems": 1},
+                "expectedAmountOut": _DECIMAL,
+                "minAmountOut": _DECIMAL,
+                "wrapSol": {"type": "boolean", "description": "SOL in: wrapped to wSOL first"},
+                "unwrapSol": {"type": "boolean", "description": "SOL out: unwrapped at the end"},
+                "reason": {"type": "string"},
+                "skipped": {
+                    "type": "array",
+                    "items": _obj(["dex", "code"], {"dex": _DEX, "code": {"type": "string"}}),
+                },
+                "legs": {"type": "array", "items": _LEG, "minItems": 2},
+            },
+        ),
+    ),
+    "SubmittedEvent": _event(
+        "submitted", _obj(["dex", "txHash"], {"dex": _DEX, "txHash": {"type": "string"}})
+    ),
+    "ConfirmedEvent": _event(
+        "confirmed",
+        _obj(
+            ["dex", "txHash", "executedPrice", "amountIn", "amountOut"],
+            {
+                "dex": _DEX,
+                "txHash": {"type": "string"},
+                "executedPrice": {"type": "number"},
+                "amountIn": _DECIMAL,
+                "amountOut": _DECIMAL,
+                "legs": {"type": "array", "items": _LEG, "minItems": 2},
+            },
+        ),
+    ),
+    "FailedEvent": _event(
+        "failed",
+        _obj(["error", "attempts"], {"error": _ERROR_BODY, "attempts": {"type": "integer"}}),
+    ),
+    "OrderEvent": {
+        "oneOf": [
+            _ref(name)
+            for name in (
+                "PendingEvent",
+                "RoutingEvent",
+                "BuildingEvent",
+                "SubmittedEvent",
+                "ConfirmedEvent",
+                "FailedEvent",
+            )
+        ]
+    },
+    "Health": _obj(
+        ["status"],
+        {"status": {"type": "string"}, "store": {"type": "string"}, "hub": {"type": "string"}},
+    ),
+}
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "invalid input (field-level code)",
+        404: "no such order",
+        409: "the same Idempotency-Key is still in progress",
+        413: "body too large",
+        415: "Content-Type is not application/json",
+        422: "Idempotency-Key reused with a different body",
+        503: "queue full, shutting down or storage unavailable (see Retry-After)",
+    }
+    return {str(c): _json("Error", text[c]) for c in codes}
+
+
+_SUBMIT = {
+    "summary": "Submit a market swap order",
+    "operationId": "executeOrder",
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("OrderRequest")}},
+    },
+    "responses": {
+        "201": _json("OrderAccepted", "stored and queued"),
+        "200": _json("OrderAccepted", "replay of an earlier request with the same key"),
+        **_errors(400, 409, 413, 415, 422, 503),
+    },
+}
+
+_WS_NOTE = (
+    "WebSocket upgrade. Messages are OrderEvent objects in seq order (history, then live); "
+    "the server closes with 1000 after the terminal event. A malformed request gets one "
+    "Error message then close 1008; an unknown order, Error then 4404."
+)
+
+_PATHS: dict[str, Any] = {
+    "/api/order/execute": {"post": _SUBMIT},
+    "/api/orders/execute": {
+        "post": {**_SUBMIT, "operationId": "executeOrderAlias"},
+        "get": {
+            "summary": "Submit an order over a WebSocket and stream it on the same connection",
+            "operationId": "executeOrderWebSocket",
+            "description": "WebSocket upgrade. The client's first message is an OrderRequest; "
+            "the server answers OrderAccepted (or Error then close 1008), then streams the "
+            "order's OrderEvent messages and closes with 1000 after the terminal one.",
+            "x-websocket": {
+                "send": _ref("OrderRequest"),
+                "receive": {"oneOf": [_ref("OrderAccepted"), _ref("OrderEvent"), _ref("Error")]},
+            },
+            "responses": {"101": {"description": "switching to WebSocket"}},
+        },
+    },
+    "/api/order/status": {
+        "get": {
+            "summary": "Stream an order's events",
+            "operationId": "orderStatusWebSocket",
+            "description": _WS_NOTE,
+            "parameters": [
+                {
+                    "name": "orderId",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "format": "uuid"},
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "description": "resume: only events with a greater seq",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+            ],
+            "x-websocket": {"receive": {"oneOf": [_ref("OrderEvent"), _ref("Error")]}},
+            "responses": {"101": {"description": "switching to WebSocket"}},
+        }
+    },
+    "/api/order/{orderId}": {
+        "get": {
+            "summary": "An order and all its events",
+            "operationId": "getOrder",
+            "parameters": [
+                {
+                    "name": "orderId",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+            ],
+            "responses": {"200": _json("OrderDetail", "the order"), **_errors(400, 404)},
+        }
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Liveness: the process answers",
+            "operationId": "healthz",
+            "responses": {"200": _json("Health", "alive")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: the store answers",
+            "operationId": "readyz",
+            "responses": {
+                "200": _json("Health", "ready"),
+                "503": _json("Health", "not ready"),
+            },
+        }
+    },
+    "/api/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
+}
+
+
+@cache
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "order_engine",
+            "version": __version__,
+            "description": "Best-execution routing of swap orders across Raydium and Meteora "
+            "(simulated), with every stage streamed over WebSockets.",
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "paths": _PATHS,
+        "components": {"schemas": _SCHEMAS},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    return copy.deepcopy(_document())

@@ -1,0 +1,245 @@
+"""WebSocket streaming of an order's events: history first, then live, gap-free.
+
+The handler subscribes to the hub BEFORE it reads the store. Every event is committed before
+it is published, so any event is either in what the store returned or arrives through the
+subscription (or both: duplicates are dropped by `seq`). A gap in seq, an overflowing inbox
+or a hub outage sends the handler back to the store for what it missed. No sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from order_engine.api.errors import ApiError
+from order_engine.api.http import OrderSubmitter
+from order_engine.api.validation import OrderParser, parse_after, parse_json, parse_order_id
+from order_engine.hub import Hub
+from order_engine.orders import OrderEvent
+from order_engine.store import Store, StoreError
+
+log = logging.getLogger("order_engine.ws")
+
+CLOSE_UNKNOWN_ORDER = 4404
+CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION  # 1008: malformed request
+CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY  # 1001: server shutting down
+CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER  # 1013: server cannot serve now
+
+
+class SlowConsumer(Exception):
+    """The client did not take a message within the send timeout."""
+
+
+class Connections:
+    """Open WebSockets, so shutdown can close every one with 1001."""
+
+    def __init__(self) -> None:
+        self._open: set[web.WebSocketResponse] = set()
+
+    def add(self, ws: web.WebSocketResponse) -> None:
+        self._open.add(ws)
+
+    def discard(self, ws: web.WebSocketResponse) -> None:
+        self._open.discard(ws)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    async def close_all(self, code: int, message: bytes) -> None:
+        sockets = list(self._open)
+        await asyncio.gather(*(_close(ws, code, message) for ws in sockets), return_exceptions=True)
+
+
+async def _close(ws: web.WebSocketResponse, code: int, message: bytes) -> None:
+    try:
+        async with asyncio.timeout(2):
+            await ws.close(code=code, message=message)
+    except TimeoutError:
+        # A peer that does not read cannot receive the close frame either.
+        _abort(ws)
+
+
+def _abort(ws: web.WebSocketResponse) -> None:
+    writer = getattr(ws, "_writer", None)
+    transport = getattr(writer, "transport", None)
+    if transport is not None:
+        transport.abort()
+
+
+class OrderStreams:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        hub: Hub,
+        parser: OrderParser,
+        submitter: OrderSubmitter,
+        connections: Connections,
+        heartbeat: float,
+        send_timeout: float,
+        max_message_bytes: int,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._parser = parser
+        self._submitter = submitter
+        self._connections = connections
+        self._heartbeat = heartbeat
+        self._send_timeout = send_timeout
+        self._max_message = max_message_bytes
+
+    # -- handlers -----------------------------------------------------------------------
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/order/status?orderId=&after= upgraded: the order's events, then close."""
+        ws = await self._open(request)
+        try:
+            try:
+                order_id = parse_order_id(request.query.get("orderId"))
+                after = parse_after(request.query.get("after"))
+            except ApiError as exc:
+                await self._refuse(ws, exc, CLOSE_POLICY)
+                return ws
+            await self._serve(ws, order_id, after)
+        finally:
+            self._connections.discard(ws)
+        return ws
+
+    async def execute(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/orders/execute upgraded: the first message is the order; the reply is
+        `{orderId, status, message}`, then the order's whole stream on this connection."""
+        ws = await self._open(request)
+        try:
+            try:
+                async with asyncio.timeout(self._send_timeout):
+                    msg = await ws.receive()
+            except TimeoutError:
+                await self._refuse(
+                    ws, ApiError(400, "timeout", "no order received in time"), CLOSE_POLICY
+                )
+                return ws
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                return ws  # closed before sending anything
+            try:
+                body = parse_json(msg.data)
+                order, _ = await self._submitter.submit(self._parser.parse(body))
+            except ApiError as exc:
+                close = CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_POLICY
+                await self._refuse(ws, exc, close)
+                return ws
+            accepted = {
+                "orderId": order.order_id,
+                "status": order.status.value,
+                "message": "Order submitted successfully.",
+            }
+            await self._send(ws, accepted)
+            await self._serve(ws, order.order_id, after=0)
+        finally:
+            self._connections.discard(ws)
+        return ws
+
+    # -- streaming ----------------------------------------------------------------------
+
+    async def _open(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(
+            heartbeat=self._heartbeat, max_msg_size=self._max_message, autoping=True
+        )
+        await ws.prepare(request)
+        self._connections.add(ws)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, order_id: str, after: int) -> None:
+        """Stream until the terminal event is sent or the client goes away."""
+        reader = asyncio.create_task(self._drain_incoming(ws), name=f"ws-read-{order_id}")
+        streamer = asyncio.create_task(self._stream(ws, order_id, after), name=f"ws-{order_id}")
+        try:
+            await asyncio.wait({reader, streamer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, streamer):
+                task.cancel()
+            for task in (reader, streamer):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if streamer.cancelled() or ws.closed:
+            return
+        error = streamer.exception()
+        if error is None:
+            await _close(ws, WSCloseCode.OK, b"order finished")
+        elif isinstance(error, _Refused):
+            await self._refuse(ws, error.api_error, error.close_code)
+        elif isinstance(error, SlowConsumer):
+            log.info("[%s] closing a WebSocket that does not read", order_id)
+            _abort(ws)
+        elif isinstance(error, StoreError):
+            await self._refuse(
+                ws, ApiError(503, "store_unavailable", "storage is unavailable"), CLOSE_TRY_AGAIN
+            )
+        else:
+            log.error("[%s] stream failed", order_id, exc_info=error)
+            await _close(ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
+
+    async def _stream(self, ws: web.WebSocketResponse, order_id: str, after: int) -> None:
+        async with self._hub.subscribe(order_id) as sub:
+            history = await self._store.events(order_id, after)
+            if not history:
+                order = await self._store.get(order_id)
+                if order is None:
+                    raise _Refused(
+                        ApiError(404, "order_not_found", f"no order {order_id}", "orderId"),
+                        CLOSE_UNKNOWN_ORDER,
+                    )
+                if order.terminal and order.last_seq <= after:
+                    return  # resumed after the end: nothing more will come
+            last = after
+            for event in history:
+                last = await self._send_event(ws, event)
+                if event.terminal:
+                    return
+            while True:
+                incoming = await sub.next()
+                if incoming is not None and incoming.seq <= last:
+                    continue  # already sent from the store
+                if incoming is None or incoming.seq > last + 1:
+                    # Lagged or a gap: the store has everything committed, in order.
+                    catch_up = await self._store.events(order_id, last)
+                else:
+                    catch_up = [incoming]
+                for event in catch_up:
+                    last = await self._send_event(ws, event)
+                    if event.terminal:
+                        return
+
+    async def _send_event(self, ws: web.WebSocketResponse, event: OrderEvent) -> int:
+        await self._send(ws, event.to_message())
+        return event.seq
+
+    async def _send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await ws.send_str(orjson.dumps(message).decode())
+        except TimeoutError:
+            raise SlowConsumer from None
+
+    @staticmethod
+    async def _drain_incoming(ws: web.WebSocketResponse) -> None:
+        """Reading is what processes pongs and the client's close; the messages a watcher
+        sends carry no meaning and are dropped."""
+        async for _ in ws:
+            pass
+
+    async def _refuse(self, ws: web.WebSocketResponse, error: ApiError, code: int) -> None:
+        with contextlib.suppress(ConnectionError, SlowConsumer):
+            await self._send(ws, error.body())
+        await _close(ws, code, error.code.encode()[:120])
+
+
+class _Refused(Exception):
+    def __init__(self, api_error: ApiError, close_code: int) -> None:
+        super().__init__(api_error.message)
+        self.api_error = api_error
+        self.close_code = close_code

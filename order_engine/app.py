@@ -1,0 +1,149 @@
+"""Builds the aiohttp application and wires the parts: the only module that does."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from order_engine.api.http import OrderSubmitter, RestHandlers, error_middleware
+from order_engine.api.openapi import openapi_document
+from order_engine.api.validation import OrderParser
+from order_engine.api.ws import CLOSE_GOING_AWAY, Connections, OrderStreams
+from order_engine.config import Settings
+from order_engine.engine import Engine
+from order_engine.hub import Hub, MemoryHub
+from order_engine.routing import Router
+from order_engine.store import Store, store_from_url
+from order_engine.venues import SimulatedMarket
+from order_engine.venues.tokens import REGISTRY
+
+log = logging.getLogger("order_engine.app")
+
+
+@dataclass(slots=True)
+class Services:
+    """The running parts of one process, for handlers, tests and the CLI."""
+
+    settings: Settings
+    store: Store
+    hub: Hub
+    market: SimulatedMarket
+    engine: Engine
+    connections: Connections
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def build_services(settings: Settings, *, market: SimulatedMarket | None = None) -> Services:
+    store = store_from_url(
+        settings.store.url,
+        sqlite_synchronous=settings.store.sqlite_synchronous,
+        max_batch=settings.store.max_batch,
+    )
+    hub: Hub
+    if settings.hub.redis_url:
+        from order_engine.hub.redis import RedisHub
+
+        hub = RedisHub(settings.hub.redis_url, inbox_size=settings.hub.inbox_size)
+    else:
+        hub = MemoryHub(settings.hub.inbox_size)
+    if market is None:
+        market = SimulatedMarket(settings.profile, seed=settings.venues.seed)
+    router = Router(
+        list(market.venues.values()),
+        quote_timeout=settings.engine.quote_timeout_ms / 1000,
+        split_min_gain_bps=settings.venues.split_min_gain_bps,
+        split_steps=settings.venues.split_steps,
+        max_price_impact_bps=settings.orders.max_price_impact_bps,
+    )
+    engine = Engine(
+        store=store,
+        hub=hub,
+        router=router,
+        chain=market.chain,
+        registry=REGISTRY,
+        settings=settings.engine,
+    )
+    return Services(settings, store, hub, market, engine, Connections())
+
+
+def build_app(settings: Settings, *, market: SimulatedMarket | None = None) -> web.Application:
+    services = build_services(settings, market=market)
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes
+    )
+    app[SERVICES] = services
+    parser = OrderParser(
+        REGISTRY,
+        default_slippage_bps=settings.orders.default_slippage_bps,
+        max_slippage_bps=settings.orders.max_slippage_bps,
+    )
+    submitter = OrderSubmitter(services.engine, services.store)
+    rest = RestHandlers(
+        submitter=submitter,
+        store=services.store,
+        hub=services.hub,
+        parser=parser,
+        registry=REGISTRY,
+        max_body_bytes=settings.server.max_body_bytes,
+    )
+    streams = OrderStreams(
+        store=services.store,
+        hub=services.hub,
+        parser=parser,
+        submitter=submitter,
+        connections=services.connections,
+        heartbeat=settings.websocket.heartbeat_s,
+        send_timeout=settings.websocket.send_timeout_s,
+        max_message_bytes=settings.server.max_body_bytes,
+    )
+    openapi_body = orjson.dumps(openapi_document())
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=openapi_body, content_type="application/json")
+
+    app.router.add_post("/api/order/execute", rest.execute)
+    app.router.add_post("/api/orders/execute", rest.execute)
+    app.router.add_get("/api/orders/execute", streams.execute)
+    app.router.add_get("/api/order/status", streams.status)
+    app.router.add_get("/api/order/{order_id}", rest.get_order)
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/healthz", rest.healthz)
+    app.router.add_get("/readyz", rest.readyz)
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_shutdown)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Open in dependency order, close in reverse."""
+    s = app[SERVICES]
+    await s.store.open()
+    try:
+        await s.hub.start()
+        try:
+            await s.market.start()
+            try:
+                await s.engine.start()
+                yield
+            finally:
+                # Normally stopped in on_shutdown already; this covers a failed start-up.
+                await s.engine.stop(grace=0)
+                await s.market.stop()
+        finally:
+            await s.hub.stop()
+    finally:
+        await s.store.close()
+
+
+async def _shutdown(app: web.Application) -> None:
+    """Graceful stop: refuse new orders (503), let stages under way reach the store, then
+    close every WebSocket with 1001 (going away)."""
+    s = app[SERVICES]
+    await s.engine.stop(grace=s.settings.server.shutdown_grace_s)
+    await s.connections.close_all(CLOSE_GOING_AWAY, b"server shutting down")

@@ -1,0 +1,96 @@
+"""Command line: `python -m order_engine` serves (the default command)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from order_engine import __version__
+from order_engine.config import ConfigError, Settings, default_config_path, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="order-engine",
+        description="Routes swap orders to the best venue and streams every stage.",
+    )
+    parser.add_argument("--version", action="version", version=f"order_engine {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the service (the default)")
+    for p in (parser, serve):
+        p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port to listen on (default 3000, env PORT)")
+        p.add_argument("--config", type=Path, help="TOML file (default ./config.toml if present)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config or default_config_path())
+        overrides = {}
+        if args.host:
+            overrides["host"] = args.host
+        if args.port is not None:
+            overrides["port"] = args.port
+        settings = settings.replace(server=overrides)
+    except ConfigError as exc:
+        print(f"order-engine: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    _install_uvloop()
+    from order_engine.app import build_app  # after the loop policy is chosen
+
+    app = build_app(settings)
+    host, port = settings.server.host, settings.server.port
+
+    def banner(_: str) -> None:
+        shown = "localhost" if host in {"127.0.0.1", "::1"} else host
+        print(
+            f"order_engine {__version__} listening on http://{host}:{port}"
+            f" (store {settings.store.url}, venues {settings.venues.profile})\n"
+            f"Try: curl -s -X POST http://{shown}:{port}/api/order/execute"
+            " -H 'Content-Type: application/json'"
+            ' -d \'{"tokenIn":"SOL","tokenOut":"USDC","amount":1.5}\'',
+            flush=True,
+        )
+
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=banner,
+            shutdown_timeout=settings.server.shutdown_grace_s + 5,
+            access_log=None,
+            handle_signals=True,
+        )
+    except OSError as exc:
+        print(f"order-engine: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Settings: built-in defaults, then a TOML file, then the environment.
+
+`config.toml` at the repository root spells out every default (a test keeps it equal to the
+dataclasses below). Any key can be overridden as `ORDER_ENGINE_<SECTION>_<KEY>`; the seed's
+variables (`PORT`, `HOST`, `DATABASE_URL`, `REDIS_URL`, `REDIS_HOST`, `POSTGRES_*`) keep their
+meaning. Bad configuration raises `ConfigError` with one line that says what and where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from order_engine.venues.profiles import PROFILES, Profile
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    max_body_bytes: int = 16_384
+    # How long a graceful stop waits for in-flight stages before cancelling them.
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    workers: int = 10
+    queue_size: int = 10_000
+    max_attempts: int = 3
+    retry_base_ms: float = 200.0
+    retry_max_ms: float = 5_000.0
+    quote_timeout_ms: float = 1_000.0
+    # A submitted transaction not landed by then is looked up once more, then retried.
+    confirm_timeout_ms: float = 60_000.0
+    # Confirmations are awaited off the workers (pipelined); this caps how many at once.
+    max_in_flight: int = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    url: str = "sqlite:///data/order_engine.db"
+    # FULL: an acknowledged event survives power loss, not only a process crash.
+    sqlite_synchronous: str = "FULL"
+    max_batch: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    redis_url: str = ""
+    inbox_size: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSettings:
+    default_slippage_bps: int = 50
+    max_slippage_bps: int = 5_000
+    # An order whose best route moves the price more than this fails (permanent).
+    max_price_impact_bps: float = 1_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSettings:
+    heartbeat_s: float = 20.0
+    # A client that has not taken a message within this time is disconnected.
+    send_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class VenueSettings:
+    profile: str = "realistic"
+    seed: int = 7
+    chain_url: str = ""
+    # Split an order across venues only if it yields at least this much more output.
+    split_min_gain_bps: float = 1.0
+    split_steps: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    hub: HubSettings = field(default_factory=HubSettings)
+    orders: OrderSettings = field(default_factory=OrderSettings)
+    websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
+    venues: VenueSettings = field(default_factory=VenueSettings)
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: dict(PROFILES))
+
+    @property
+    def profile(self) -> Profile:
+        return self.profiles[self.venues.profile]
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with some keys changed: `replace(engine={"workers": 2})`."""
+        changes: dict[str, Any] = {}
+        for name, values in sections.items():
+            changes[name] = dataclasses.replace(getattr(self, name), **values)
+        return dataclasses.replace(self, **changes)
+
+
+_SECTIONS = [f.name for f in dataclasses.fields(Settings) if f.name != "profiles"]
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = set(raw) - {*_SECTIONS, "profiles"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+
+    sections: dict[str, Any] = {}
+    for name in _SECTIONS:
+        cls = _section_class(name)
+        values = dict(raw.get(name, {}))
+        values.update(_env_overrides(name, cls, env))
+        sections[name] = _build(cls, values, name)
+    sections["profiles"] = _profiles(raw.get("profiles", {}))
+    settings = Settings(**sections)
+    settings = _apply_seed_variables(settings, env)
+    _validate(settings)
+    return settings
+
+
+def _section_class(name: str) -> type[Any]:
+    hints = typing.get_type_hints(Settings)
+    cls = hints[name]
+    assert isinstance(cls, type)
+    return cls
+
+
+def _env_overrides(section: str, cls: type[Any], env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = f"ORDER_ENGINE_{section.upper()}_{f.name.upper()}"
+        if key in env:
+            out[f.name] = env[key]
+    return out
+
+
+def _build(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"[{where}] unknown key(s): {', '.join(sorted(unknown))}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Values from TOML arrive typed; values from the environment arrive as strings."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in {"1", "true", "yes", "on"}:
+                return True
+            if str(value).lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        origin = typing.get_origin(kind)
+        if origin is tuple:
+            items = [
+                _coerce(v, t, where) for v, t in zip(value, typing.get_args(kind), strict=True)
+            ]
+            return tuple(items)
+        if isinstance(kind, types.UnionType):  # pragma: no cover - no such field yet
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {_kind_name(kind)}") from None
+    return value
+
+
+def _kind_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
+def _profiles(raw: Mapping[str, Any]) -> dict[str, Profile]:
+    profiles = dict(PROFILES)
+    for name, values in raw.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[profiles.{name}] must be a table")
+        base = profiles.get(name)
+        merged = {**(dataclasses.asdict(base) if base else {}), **values, "name": name}
+        profiles[name] = _build(Profile, merged, f"profiles.{name}")
+    return profiles
+
+
+def _apply_seed_variables(settings: Settings, env: Mapping[str, str]) -> Settings:
+    server: dict[str, Any] = {}
+    if "PORT" in env:
+        server["port"] = _coerce(env["PORT"], int, "PORT")
+    if "HOST" in env:
+        server["host"] = env["HOST"]
+    store: dict[str, Any] = {}
+    if env.get("DATABASE_URL"):
+        store["url"] = env["DATABASE_URL"]
+    elif env.get("POSTGRES_HOST"):
+        user = quote(env.get("POSTGRES_USER", "postgres"))
+        password = env.get("POSTGRES_PASSWORD")
+        auth = f"{user}:{quote(password)}" if password else user
+        host = env["POSTGRES_HOST"]
+        port = env.get("POSTGRES_PORT", "5432")
+        db = env.get("POSTGRES_DB", "postgres")
+        store["url"] = f"postgresql://{auth}@{host}:{port}/{db}"
+    hub: dict[str, Any] = {}
+    if env.get("REDIS_URL"):
+        hub["redis_url"] = env["REDIS_URL"]
+    elif env.get("REDIS_HOST"):
+        hub["redis_url"] = f"redis://{env['REDIS_HOST']}:{env.get('REDIS_PORT', '6379')}/0"
+    return settings.replace(server=server, store=store, hub=hub)
+
+
+def _validate(s: Settings) -> None:
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ConfigError(what)
+
+    need(0 < s.server.port < 65536, f"server.port must be 1..65535, not {s.server.port}")
+    need(s.server.max_body_bytes >= 256, "server.max_body_bytes must be at least 256")
+    need(s.engine.workers >= 1, "engine.workers must be at least 1")
+    need(s.engine.queue_size >= 1, "engine.queue_size must be at least 1")
+    need(s.engine.max_attempts >= 1, "engine.max_attempts must be at least 1")
+    need(s.engine.quote_timeout_ms > 0, "engine.quote_timeout_ms must be positive")
+    need(s.engine.max_in_flight >= 1, "engine.max_in_flight must be at least 1")
+    need(s.store.max_batch >= 1, "store.max_batch must be at least 1")
+    need(
+        s.store.sqlite_synchronous.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},
+        "store.sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA",
+    )
+    need(
+        s.store.url.startswith(("sqlite://", "postgresql://", "postgres://")),
+        f"store.url must start with sqlite:// or postgresql://, not {s.store.url!r}",
+    )
+    need(
+        0 <= s.orders.default_slippage_bps <= s.orders.max_slippage_bps,
+        "orders.default_slippage_bps must be between 0 and orders.max_slippage_bps",
+    )
+    need(
+        s.venues.profile in s.profiles,
+        f"venues.profile {s.venues.profile!r} is not one of {', '.join(sorted(s.profiles))}",
+    )
+    need(s.venues.split_steps >= 2, "venues.split_steps must be at least 2")
+    need(s.websocket.send_timeout_s > 0, "websocket.send_timeout_s must be positive")
+
+
+def default_config_path() -> Path | None:
+    """`./config.toml` when there is one (running from a checkout), else built-in defaults."""
+    candidate = Path("config.toml")
+    return candidate if candidate.is_file() else None

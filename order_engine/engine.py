@@ -1,0 +1,537 @@
+"""The execution engine: a bounded queue, worker coroutines, the order lifecycle.
+
+Workers take an order from routing to submitted; the wait for confirmation is handed to a
+task of its own so a worker never idles on the chain (confirmations are pipelined, capped
+by `max_in_flight`). Every status change goes through `check_transition`, is committed to
+the store, and only then published. The store is the truth: after a crash, `start()` resumes
+every unfinished order from its stored status, and an order already submitted is first
+looked up on the chain by its signature, so no swap is ever sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from order_engine.config import EngineSettings
+from order_engine.hub import Hub
+from order_engine.orders import (
+    TERMINAL,
+    Order,
+    OrderEvent,
+    OrderUpdate,
+    Status,
+    Transition,
+    check_transition,
+)
+from order_engine.routing import Route, Router
+from order_engine.store import Store
+from order_engine.venues.base import (
+    Chain,
+    Quote,
+    Receipt,
+    TransientVenueError,
+    TxState,
+    VenueError,
+)
+from order_engine.venues.tokens import Token, TokenRegistry
+
+log = logging.getLogger("order_engine.engine")
+
+TX_UNKNOWN = "tx_unknown"
+INTERNAL_ERROR = "internal_error"
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot take orders now (queue full, shutting down)."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A validated order, as the API (or any other front end) hands it over."""
+
+    token_in: Token
+    token_out: Token
+    amount: int  # base units of token_in
+    slippage_bps: int
+    client_order_id: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(slots=True)
+class _Run:
+    """An order being worked on: its stored state as this process last wrote it."""
+
+    order: Order
+    token_in: Token
+    token_out: Token
+    retry_reason: VenueError | None = None
+    route: Route | None = field(default=None)
+
+    @property
+    def status(self) -> Status:
+        return self.order.status
+
+
+def min_out(expected: int, slippage_bps: int) -> int:
+    """Floor, so the tolerance is never wider than asked."""
+    return expected * (10_000 - slippage_bps) // 10_000
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        hub: Hub,
+        router: Router,
+        chain: Chain,
+        registry: TokenRegistry,
+        settings: EngineSettings,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._router = router
+        self._chain = chain
+        self._registry = registry
+        self._settings = settings
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._queue: asyncio.Queue[_Run] = asyncio.Queue(settings.queue_size)
+        self._workers: list[asyncio.Task[None]] = []
+        self._confirms: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()
+        self._in_flight = asyncio.Semaphore(settings.max_in_flight)
+        self._busy: dict[int, str] = {}  # worker number -> order id (for shutdown logs)
+        self._accepting = False
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume every unfinished order, then start the workers."""
+        resumed = await self._store.unfinished()
+        for order in resumed:
+            run = self._run_for(order)
+            if order.status is Status.SUBMITTED:
+                self._spawn(self._confirms, self._confirm(run), f"confirm-{order.order_id}")
+            else:
+                await self._queue.put(run)
+        if resumed:
+            log.info("recovery: resuming %d unfinished order(s)", len(resumed))
+        self._workers = [
+            asyncio.create_task(self._worker(n), name=f"worker-{n}")
+            for n in range(self._settings.workers)
+        ]
+        self._accepting = True
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new orders, let the stages under way reach the store, then stop.
+
+        Idle workers stop at once; busy ones finish their current stage; confirmations get
+        the same grace to land. Whatever is left (queued orders, slow confirmations) keeps
+        its stored status and is resumed by the next start."""
+        if self._stopping:
+            return
+        self._accepting = False
+        self._stopping = True
+        idle = [t for n, t in enumerate(self._workers) if n not in self._busy]
+        busy = [t for n, t in enumerate(self._workers) if n in self._busy]
+        await self._cancel_all(idle)
+        waiting = [*busy, *self._confirms]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=grace)
+            if late:
+                log.warning("shutdown: %d stage(s) did not finish within %.1fs", len(late), grace)
+        await self._cancel_all([*self._workers, *self._confirms, *self._retries])
+        left = self._queue.qsize()
+        if left:
+            log.info("shutdown: %d queued order(s) stay pending for the next start", left)
+
+    async def abort(self) -> None:
+        """Stop at once, mid-stage, as a crash would (used by recovery tests)."""
+        self._accepting = False
+        self._stopping = True
+        await self._cancel_all([*self._workers, *self._confirms, *self._retries])
+
+    @staticmethod
+    async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _now(self) -> float:
+        # Microseconds: what every store keeps exactly, so a replayed event equals the live one.
+        return round(self._clock(), 6)
+
+    def _stop_requested(self) -> bool:
+        """Checked between stages: a stopping engine leaves the order at its stored stage."""
+        return self._stopping
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- intake -------------------------------------------------------------------------
+
+    async def submit(self, request: OrderRequest) -> Order:
+        """Store the order with its pending event, queue it, return it.
+
+        Refused (EngineUnavailable) before anything is stored when the queue is full, so a
+        refused client has nothing to reconcile."""
+        if not self._accepting:
+            raise EngineUnavailable("the engine is shutting down", retry_after=5)
+        if self._queue.full():
+            raise EngineUnavailable("the order queue is full", retry_after=1)
+        now = self._now()
+        order = Order(
+            order_id=str(uuid.uuid4()),
+            token_in=request.token_in.symbol,
+            token_out=request.token_out.symbol,
+            amount=request.amount,
+            slippage_bps=request.slippage_bps,
+            status=Status.PENDING,
+            last_seq=1,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+            client_order_id=request.client_order_id,
+            idempotency_key=request.idempotency_key,
+            request_hash=request.request_hash,
+        )
+        check_transition(None, Status.PENDING)
+        first = OrderEvent(
+            order_id=order.order_id,
+            seq=1,
+            status=Status.PENDING,
+            message="Order received and queued",
+            ts=now,
+            data={
+                "tokenIn": request.token_in.symbol,
+                "tokenOut": request.token_out.symbol,
+                "amount": request.token_in.format(request.amount),
+                "slippageBps": request.slippage_bps,
+            },
+        )
+        await self._store.create(order, first)
+        await self._hub.publish(first)
+        # The queue may have filled while the row was written; the order is stored, so it
+        # is queued anyway (waiting) rather than lost: put() blocks only this request.
+        await self._queue.put(self._run_for(order))
+        return order
+
+    def _run_for(self, order: Order) -> _Run:
+        return _Run(
+            order=order,
+            token_in=self._registry.resolve(order.token_in),
+            token_out=self._registry.resolve(order.token_out),
+        )
+
+    # -- workers ------------------------------------------------------------------------
+
+    async def _worker(self, n: int) -> None:
+        while not self._stopping:
+            run = await self._queue.get()
+            self._busy[n] = run.order.order_id
+            try:
+                await self._advance(run)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug or a store outage: the order keeps its stored status and is resumed
+                # by the next start; one bad order must not take the worker down.
+                log.exception("[%s] worker %d: unexpected error", run.order.order_id, n)
+            finally:
+                self._busy.pop(n, None)
+
+    async def _advance(self, run: _Run) -> None:
+        """Take the order from its current (non-submitted) status to submitted."""
+        order = run.order
+        attempt = self._next_attempt(run)
+        data: dict[str, Any] = {"attempt": attempt}
+        if run.retry_reason is not None:
+            data["retryReason"] = {
+                "code": run.retry_reason.code,
+                "message": run.retry_reason.message,
+            }
+        message = "Comparing prices on Raydium and Meteora"
+        if attempt > 1:
+            message = f"Retrying (attempt {attempt} of {self._settings.max_attempts})"
+        await self._emit(run, Status.ROUTING, message, data, OrderUpdate(attempts=attempt))
+        if self._stop_requested():
+            return
+
+        try:
+            route = await self._router.route(run.token_in, run.token_out, order.amount)
+        except VenueError as exc:
+            await self._retry_or_fail(run, exc)
+            return
+        run.route = route
+        expected = route.amount_out
+        floor = min_out(expected, order.slippage_bps)
+        self._log_decision(run, route)
+        await self._emit(
+            run,
+            Status.BUILDING,
+            f"Building transaction for {route.dex}" + (" (split route)" if route.split else ""),
+            self._building_data(run, route, floor),
+            OrderUpdate(dex=route.dex, min_amount_out=floor),
+        )
+        if self._stop_requested():
+            return
+
+        await self._in_flight.acquire()
+        try:
+            tx = await self._chain.build(route.legs, floor)
+            # The signature is stored BEFORE the transaction is sent: after a crash the
+            # engine can always ask the chain what became of it.
+            await self._emit(
+                run,
+                Status.SUBMITTED,
+                f"Transaction sent to {route.dex}",
+                {"dex": route.dex, "txHash": tx.signature},
+                OrderUpdate(tx_hash=tx.signature),
+            )
+            try:
+                await self._chain.submit(tx)
+            except VenueError as exc:
+                # Sent or not, the chain will say: the confirmation step asks by signature.
+                log.warning("[%s] submit error (%s); asking the chain", order.order_id, exc.code)
+        except BaseException:
+            self._in_flight.release()
+            raise
+        self._spawn(
+            self._confirms, self._confirm(run, holds_slot=True), f"confirm-{order.order_id}"
+        )
+
+    def _next_attempt(self, run: _Run) -> int:
+        """Pending starts attempt 1; a retry is the next attempt; an order resumed after a
+        crash mid-attempt continues that attempt (a crash is not the venue's failure)."""
+        if run.status is Status.PENDING:
+            return 1
+        if run.retry_reason is not None:
+            return run.order.attempts + 1
+        return max(run.order.attempts, 1)
+
+    async def _confirm(self, run: _Run, holds_slot: bool = False) -> None:
+        order = run.order
+        signature = order.tx_hash
+        assert signature is not None, "a submitted order has a signature"
+        try:
+            timeout = self._settings.confirm_timeout_ms / 1000
+            status = await self._chain.wait(signature, timeout)
+            while status.state is TxState.PENDING:
+                # A transaction still pending may yet land; deciding now could execute the
+                # order twice, so keep waiting until the chain settles it (blockhash expiry).
+                log.warning("[%s] %s still pending after %.0fs", order.order_id, signature, timeout)
+                status = await self._chain.wait(signature, timeout)
+        finally:
+            if holds_slot:
+                self._in_flight.release()
+
+        if status.state is TxState.LANDED:
+            assert status.receipt is not None
+            await self._confirmed(run, status.receipt)
+        elif status.state is TxState.FAILED:
+            assert status.error is not None
+            await self._retry_or_fail(run, status.error)
+        else:
+            # The chain never saw it: the crash came between storing and sending.
+            await self._retry_or_fail(
+                run, TransientVenueError(TX_UNKNOWN, "the chain never received the transaction")
+            )
+
+    async def _confirmed(self, run: _Run, receipt: Receipt) -> None:
+        price = float(
+            run.token_out.to_ui(receipt.amount_out) / run.token_in.to_ui(receipt.amount_in)
+        )
+        dex = run.order.dex or max(receipt.legs, key=lambda leg: leg.amount_in).venue
+        data: dict[str, Any] = {
+            "dex": dex,
+            "txHash": receipt.signature,
+            "executedPrice": price,
+            "amountIn": run.token_in.format(receipt.amount_in),
+            "amountOut": run.token_out.format(receipt.amount_out),
+        }
+        if len(receipt.legs) > 1:
+            data["legs"] = [
+                {
+                    "dex": leg.venue,
+                    "share": leg.amount_in / receipt.amount_in,
+                    "amountIn": run.token_in.format(leg.amount_in),
+                    "amountOut": run.token_out.format(leg.amount_out),
+                }
+                for leg in receipt.legs
+            ]
+        await self._emit(
+            run,
+            Status.CONFIRMED,
+            f"Swapped {data['amountIn']} {run.token_in.symbol} for {data['amountOut']} "
+            f"{run.token_out.symbol} on {dex}",
+            data,
+            OrderUpdate(executed_price=price, amount_out=receipt.amount_out),
+        )
+
+    async def _retry_or_fail(self, run: _Run, error: VenueError) -> None:
+        attempt = max(run.order.attempts, 1)
+        if not error.transient or attempt >= self._settings.max_attempts:
+            await self._fail(run, error)
+            return
+        delay = self._backoff(attempt)
+        log.info(
+            "[%s] attempt %d failed (%s: %s); retrying in %.0f ms",
+            run.order.order_id,
+            attempt,
+            error.code,
+            error.message,
+            delay * 1000,
+        )
+        run.retry_reason = error
+        self._spawn(self._retries, self._requeue_after(run, delay), f"retry-{run.order.order_id}")
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential with full jitter: spreads retries of orders that failed together."""
+        ceiling = min(
+            self._settings.retry_max_ms, self._settings.retry_base_ms * 2 ** (attempt - 1)
+        )
+        return self._rng.uniform(ceiling / 2, ceiling) / 1000
+
+    async def _requeue_after(self, run: _Run, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._queue.put(run)
+
+    async def _fail(self, run: _Run, error: VenueError) -> None:
+        attempts = max(run.order.attempts, 1)
+        log.info("[%s] failed: %s: %s", run.order.order_id, error.code, error.message)
+        await self._emit(
+            run,
+            Status.FAILED,
+            f"Order failed: {error.message}",
+            {"error": {"code": error.code, "message": error.message}, "attempts": attempts},
+            OrderUpdate(error_code=error.code, error_message=error.message),
+        )
+
+    # -- events -------------------------------------------------------------------------
+
+    async def _emit(
+        self,
+        run: _Run,
+        status: Status,
+        message: str,
+        data: dict[str, Any],
+        update: OrderUpdate,
+    ) -> None:
+        """The one path of every status change: check, commit, then publish."""
+        order = run.order
+        check_transition(order.status, status)
+        now = self._now()
+        event = OrderEvent(order.order_id, order.last_seq + 1, status, message, now, data)
+        await self._store.append(Transition(event, update))
+        run.order = _apply(order, event, update)
+        if status is Status.ROUTING:
+            run.retry_reason = None
+        log.info("[%s] %s", order.order_id, status.value)
+        await self._hub.publish(event)
+
+    def _spawn(
+        self, tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None], name: str
+    ) -> None:
+        task = asyncio.create_task(self._guard(coro, name), name=name)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    @staticmethod
+    async def _guard(coro: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: unexpected error; the order is resumed at next start", name)
+
+    # -- presentation -------------------------------------------------------------------
+
+    def _building_data(self, run: _Run, route: Route, floor: int) -> dict[str, Any]:
+        out = run.token_out
+        data: dict[str, Any] = {
+            "dex": route.dex,
+            "quotes": [_quote_json(q, out) for q in route.quotes],
+            "expectedAmountOut": out.format(route.amount_out),
+            "minAmountOut": out.format(floor),
+            "wrapSol": run.token_in.native,
+            "unwrapSol": run.token_out.native,
+            "reason": route.reason,
+        }
+        if route.skipped:
+            data["skipped"] = [{"dex": name, "code": code} for name, code in route.skipped]
+        if route.split:
+            total = sum(leg.amount_in for leg in route.legs)
+            data["legs"] = [
+                {
+                    "dex": leg.venue,
+                    "share": leg.amount_in / total,
+                    "amountIn": run.token_in.format(leg.amount_in),
+                    "amountOut": out.format(leg.amount_out),
+                }
+                for leg in route.legs
+            ]
+        return data
+
+    def _log_decision(self, run: _Run, route: Route) -> None:
+        out = run.token_out
+        quotes = ", ".join(f"{q.venue} {out.format(q.amount_out)}" for q in route.quotes)
+        skipped = "".join(f", {name} skipped ({code})" for name, code in route.skipped)
+        log.info(
+            "[%s] routing %s %s -> %s: %s%s => %s (%s)",
+            run.order.order_id,
+            run.token_in.format(run.order.amount),
+            run.token_in.symbol,
+            out.symbol,
+            quotes,
+            skipped,
+            route.dex,
+            route.reason,
+        )
+
+
+def _quote_json(q: Quote, out: Token) -> dict[str, Any]:
+    return {
+        "dex": q.venue,
+        "amountOut": out.format(q.amount_out),
+        "price": q.price,
+        "feeBps": round(q.fee_bps, 2),
+        "priceImpactBps": round(q.price_impact_bps, 2),
+    }
+
+
+def _apply(order: Order, event: OrderEvent, update: OrderUpdate) -> Order:
+    changes = {k: v for k, v in _update_fields(update).items() if v is not None}
+    return replace(order, status=event.status, last_seq=event.seq, updated_at=event.ts, **changes)
+
+
+def _update_fields(update: OrderUpdate) -> dict[str, Any]:
+    return {f.name: getattr(update, f.name) for f in fields(update)}
+
+
+__all__ = ["TERMINAL", "Engine", "EngineUnavailable", "OrderRequest", "min_out"]

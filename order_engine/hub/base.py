@@ -1,0 +1,101 @@
+"""Fan-out of committed order events to the WebSocket handlers that watch them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+from order_engine.orders import OrderEvent
+
+
+class Subscription:
+    """One watcher's bounded inbox. A watcher that falls behind is not allowed to grow
+    memory: its inbox is dropped and it is told to re-read the store after its last seq."""
+
+    __slots__ = ("_queue", "lagged", "order_id")
+
+    def __init__(self, order_id: str, maxsize: int) -> None:
+        self.order_id = order_id
+        # None in the inbox is the "you lagged" wake-up for a reader blocked in `next`.
+        self._queue: asyncio.Queue[OrderEvent | None] = asyncio.Queue(maxsize + 1)
+        self.lagged = False
+
+    def push(self, event: OrderEvent) -> None:
+        if self.lagged:
+            return
+        if self._queue.qsize() >= self._queue.maxsize - 1:
+            self.resync()
+            return
+        self._queue.put_nowait(event)
+
+    def resync(self) -> None:
+        """Drop the inbox: events may have been missed (overflow, broker outage)."""
+        if self.lagged:
+            return
+        self.lagged = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
+
+    async def next(self) -> OrderEvent | None:
+        """The next event, or None: events were dropped, re-read the store after your seq."""
+        event = await self._queue.get()
+        if event is None:
+            self.lagged = False
+        return event
+
+
+class LocalFanout:
+    """Order id -> this process's subscriptions. Publishing is O(watchers of that order)."""
+
+    def __init__(self, inbox_size: int = 64) -> None:
+        self._inbox_size = inbox_size
+        self._subs: dict[str, set[Subscription]] = {}
+
+    @asynccontextmanager
+    async def subscribe(self, order_id: str) -> AsyncIterator[Subscription]:
+        sub = Subscription(order_id, self._inbox_size)
+        self._subs.setdefault(order_id, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subs.get(order_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[order_id]
+
+    def dispatch(self, event: OrderEvent) -> None:
+        for sub in self._subs.get(event.order_id, ()):
+            sub.push(event)
+
+    def resync_all(self) -> None:
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.resync()
+
+    @property
+    def watcher_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+
+class Hub(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, order_id: str) -> AbstractAsyncContextManager[Subscription]:
+        """Subscribe BEFORE reading the store: then nothing committed after the read is
+        missed, and anything seen twice is dropped by seq."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the broker (if any) cannot be reached: readiness."""
+        ...
+
+    async def publish(self, event: OrderEvent) -> None:
+        """Called after the event is committed. Never raises: a hub outage must not stop
+        the engine; watchers catch up from the store."""
+        ...

@@ -1,0 +1,150 @@
+"""Redis fan-out between replicas: ONE subscription per process, dispatched locally.
+
+Every replica publishes its committed events to one channel and listens on it; the listener
+hands each event to this process's watchers. A replica's own events are also dispatched
+locally at once (lower latency, and they still flow when Redis is down); watchers drop the
+duplicates by seq. Redis is never trusted to be complete: while it is unreachable, watchers
+are told every `poll_interval` to re-read the store, and once more after reconnecting, so a
+client never misses an event, only gets it a little later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from order_engine.hub.base import LocalFanout, Subscription
+from order_engine.orders import OrderEvent, Status
+
+log = logging.getLogger("order_engine.hub.redis")
+
+CHANNEL = "order_engine:events"
+
+
+def encode(event: OrderEvent) -> bytes:
+    return orjson.dumps(event.to_message())
+
+
+def decode(raw: bytes | str) -> OrderEvent:
+    m: dict[str, Any] = orjson.loads(raw)
+    return OrderEvent(m["orderId"], m["seq"], Status(m["status"]), m["message"], m["ts"], m["data"])
+
+
+class RedisHub:
+    def __init__(
+        self,
+        url: str,
+        *,
+        inbox_size: int = 64,
+        poll_interval: float = 0.5,
+        channel: str = CHANNEL,
+    ) -> None:
+        self._url = url
+        self._channel = channel
+        self._poll_interval = poll_interval
+        self._fanout = LocalFanout(inbox_size)
+        self._redis: aioredis.Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self.connected = False
+
+    async def start(self) -> None:
+        self._redis = aioredis.Redis.from_url(
+            self._url, socket_connect_timeout=1, socket_timeout=None, health_check_interval=5
+        )
+        self._listener = asyncio.create_task(self._listen(), name="redis-hub-listener")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def wait_connected(self, timeout: float) -> None:
+        """For start-up checks and tests: until the subscription is live."""
+        async with asyncio.timeout(timeout):
+            await self._subscribed.wait()
+
+    def subscribe(self, order_id: str) -> AbstractAsyncContextManager[Subscription]:
+        return self._fanout.subscribe(order_id)
+
+    async def publish(self, event: OrderEvent) -> None:
+        self._fanout.dispatch(event)
+        if self._redis is None:
+            return
+        try:
+            await self._redis.publish(self._channel, encode(event))
+        except (RedisError, OSError) as exc:
+            # The event is committed; replicas' watchers catch up from the store.
+            log.debug("redis publish failed: %s", exc)
+
+    async def ping(self) -> None:
+        if self._redis is None:
+            raise RedisError("not started")
+        await self._redis.ping()
+
+    @property
+    def watcher_count(self) -> int:
+        return self._fanout.watcher_count
+
+    async def _listen(self) -> None:
+        assert self._redis is not None
+        backoff = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                self._set_connected(True)
+                backoff = 0.1
+                # Anything published while we were away is in the store: re-read it.
+                self._fanout.resync_all()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._dispatch_remote(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("redis unavailable (%s); watchers fall back to the store", exc)
+                self._set_connected(False)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await self._poll_while_down(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _poll_while_down(self, duration: float) -> None:
+        """While Redis is away, watchers re-read the store on a short period."""
+        self._fanout.resync_all()
+        waited = 0.0
+        while waited < duration:
+            step = min(self._poll_interval, duration - waited)
+            await asyncio.sleep(step)
+            waited += step
+            self._fanout.resync_all()
+
+    def _dispatch_remote(self, raw: bytes | str) -> None:
+        try:
+            event = decode(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed message on %s", self._channel)
+            return
+        self._fanout.dispatch(event)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected and not self.connected:
+            log.info("redis hub subscribed to %s", self._channel)
+        self.connected = connected
+        if connected:
+            self._subscribed.set()
+        else:
+            self._subscribed.clear()

@@ -1,0 +1,135 @@
+"""The order domain: statuses, the one transition table, orders and their events.
+
+Imports nothing of the project: the engine, the stores and the API all speak these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    ROUTING = "routing"
+    BUILDING = "building"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+
+
+TERMINAL: frozenset[Status] = frozenset({Status.CONFIRMED, Status.FAILED})
+
+# Every legal move, and nothing else. Any non-terminal status may fail.
+TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
+    {
+        (Status.PENDING, Status.ROUTING),
+        (Status.ROUTING, Status.BUILDING),
+        (Status.BUILDING, Status.SUBMITTED),
+        (Status.SUBMITTED, Status.CONFIRMED),
+        # Retries go back to routing with fresh quotes: the market moved. From routing itself
+        # (no venue answered), from building (a leg could not be built) and from submitted
+        # (dropped, expired, or slippage exceeded when the transaction landed).
+        (Status.ROUTING, Status.ROUTING),
+        (Status.BUILDING, Status.ROUTING),
+        (Status.SUBMITTED, Status.ROUTING),
+    }
+    | {(s, Status.FAILED) for s in Status if s not in TERMINAL}
+)
+
+
+class InvalidTransition(Exception):
+    def __init__(self, current: Status | None, new: Status) -> None:
+        super().__init__(f"illegal order transition {current or 'nothing'} -> {new}")
+        self.current = current
+        self.new = new
+
+
+def check_transition(current: Status | None, new: Status) -> None:
+    """The only judge of status changes. `None` is an order not yet created: it can only
+    become pending."""
+    if current is None:
+        if new is not Status.PENDING:
+            raise InvalidTransition(current, new)
+        return
+    if (current, new) not in TRANSITIONS:
+        raise InvalidTransition(current, new)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """One stage of an order, exactly as stored and as sent to clients."""
+
+    order_id: str
+    seq: int  # 1 for pending, then +1 per event, gap-free
+    status: Status
+    message: str
+    ts: float  # unix seconds
+    data: dict[str, Any]
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "orderId": self.order_id,
+            "seq": self.seq,
+            "status": self.status.value,
+            "message": self.message,
+            "ts": self.ts,
+            "data": self.data,
+        }
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order as stored. Amounts are integers in base units of their token."""
+
+    order_id: str
+    token_in: str  # registry symbol
+    token_out: str
+    amount: int  # base units of token_in
+    slippage_bps: int
+    status: Status
+    last_seq: int
+    attempts: int
+    created_at: float
+    updated_at: float
+    client_order_id: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    dex: str | None = None
+    tx_hash: str | None = None
+    executed_price: float | None = None
+    amount_out: int | None = None
+    min_amount_out: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """Columns of `orders` an event changes besides status/seq (None: leave as is)."""
+
+    attempts: int | None = None
+    dex: str | None = None
+    tx_hash: str | None = None
+    executed_price: float | None = None
+    amount_out: int | None = None
+    min_amount_out: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An event to append and the order columns it changes, written in one transaction."""
+
+    event: OrderEvent
+    update: OrderUpdate = field(default_factory=OrderUpdate)

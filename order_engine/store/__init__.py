@@ -1,0 +1,44 @@
+"""Storage backends behind one `Store` protocol, picked by URL scheme."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from order_engine.store.base import DuplicateOrder, SeqConflict, Store, StoreError
+
+
+class UnsupportedStoreURL(ValueError):
+    pass
+
+
+def store_from_url(url: str, *, sqlite_synchronous: str = "FULL", max_batch: int = 256) -> Store:
+    """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite://:memory:` or
+    `postgresql://user@host:port/db[?schema=name]`. Backends are imported lazily."""
+    if url.startswith("sqlite://"):
+        from order_engine.store.sqlite import SQLiteStore
+
+        path = url.removeprefix("sqlite://")
+        path = path.removeprefix("/") if path != ":memory:" else path
+        if not path:
+            raise UnsupportedStoreURL(f"sqlite URL has no path: {url!r}")
+        return SQLiteStore(path, synchronous=sqlite_synchronous, max_batch=max_batch)
+    if url.startswith(("postgresql://", "postgres://")):
+        from order_engine.store.postgres import PostgresStore
+
+        dsn, schema = _split_schema(url)
+        return PostgresStore(dsn, schema=schema, max_batch=max_batch)
+    raise UnsupportedStoreURL(f"unsupported store URL {url!r} (use sqlite:// or postgresql://)")
+
+
+def _split_schema(url: str) -> tuple[str, str | None]:
+    """`?schema=` is ours (tables live in that schema); other parameters go to the driver."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    schema = next((v for k, v in query if k == "schema"), None)
+    if schema is not None and not schema.replace("_", "").isalnum():
+        raise UnsupportedStoreURL(f"schema name must be letters, digits and _: {schema!r}")
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+__all__ = ["DuplicateOrder", "SeqConflict", "Store", "StoreError", "store_from_url"]

@@ -1,0 +1,113 @@
+"""Group commit: many concurrent writers, one transaction per batch.
+
+Writers put their write on a queue and await its future. One task drains the queue into
+batches and hands each batch to the backend's commit function, which resolves every write's
+future (with None, or with the error that write alone deserves). A burst of N events then
+costs one commit (one fsync), not N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from order_engine.orders import Order, OrderEvent, Transition
+from order_engine.store.base import StoreError
+
+
+@dataclass(slots=True)
+class CreateWrite:
+    order: Order
+    first: OrderEvent
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class AppendWrite:
+    transition: Transition
+    done: asyncio.Future[None]
+
+
+Write = CreateWrite | AppendWrite
+CommitBatch = Callable[[list[Write]], Awaitable[None]]
+
+
+def succeed(write: Write) -> None:
+    if not write.done.done():
+        write.done.set_result(None)
+
+
+def fail(write: Write, exc: BaseException) -> None:
+    if not write.done.done():
+        write.done.set_exception(exc)
+
+
+class GroupCommit:
+    def __init__(self, commit: CommitBatch, *, max_batch: int, name: str) -> None:
+        self._commit = commit
+        self._max_batch = max_batch
+        self._name = name
+        self._queue: asyncio.Queue[Write | None] = asyncio.Queue()  # None: stop
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batch_sizes: list[int] = []  # the most recent batches (metrics, tests)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=self._name)
+
+    async def stop(self) -> None:
+        """Commit everything already queued, then stop."""
+        self._closed = True
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+
+    async def abort(self) -> None:
+        """Stop now, dropping queued writes, as a crash would (recovery tests)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def create(self, order: Order, first: OrderEvent) -> None:
+        await self._submit(CreateWrite(order, first, self._future()))
+
+    async def append(self, transition: Transition) -> None:
+        await self._submit(AppendWrite(transition, self._future()))
+
+    @staticmethod
+    def _future() -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, write: Write) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+        self._queue.put_nowait(write)
+        await write.done
+
+    async def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[Write] = []
+            item = await self._queue.get()
+            while True:
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if stopping or len(batch) >= self._max_batch or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if not batch:
+                continue
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                for write in batch:
+                    fail(write, StoreError(f"write failed: {exc}"))
+                continue
+            self.batch_sizes.append(len(batch))
+            del self.batch_sizes[:-1000]

@@ -1,0 +1,325 @@
+"""PostgreSQL store (asyncpg pool): the same contract as SQLite, for replicas.
+
+Writes are grouped like SQLite's: one transaction per batch. Rule checks never raise inside
+the transaction: the fenced UPDATE returns nothing when the seq is not next, the INSERT of a
+duplicate order does nothing, so one bad write fails alone without rolling back the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from order_engine.orders import Order, OrderEvent, Status
+from order_engine.store.base import DuplicateOrder, SeqConflict, StoreError
+from order_engine.store.group_commit import (
+    AppendWrite,
+    CreateWrite,
+    GroupCommit,
+    Write,
+    fail,
+    succeed,
+)
+from order_engine.store.migrations import load_migrations
+
+log = logging.getLogger(__name__)
+
+_ORDER_COLUMNS = (
+    "order_id, token_in, token_out, amount, status, last_seq, attempts, slippage_bps, dex,"
+    " executed_price, tx_hash, amount_out, min_amount_out, error_code, error_message,"
+    " client_order_id, idempotency_key, request_hash, created_at, updated_at"
+)
+_INSERT_ORDER = (
+    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES"
+    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    " ON CONFLICT DO NOTHING RETURNING order_id"
+)
+_INSERT_EVENT = (
+    "INSERT INTO order_events (order_id, seq, status, message, payload, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+# The WHERE clause is the fence: the update matches only if this event is the next one.
+_UPDATE_ORDER = """
+UPDATE orders SET
+    status = $1, last_seq = $2, updated_at = $3,
+    attempts = coalesce($4, attempts),
+    dex = coalesce($5, dex),
+    tx_hash = coalesce($6, tx_hash),
+    executed_price = coalesce($7, executed_price),
+    amount_out = coalesce($8, amount_out),
+    min_amount_out = coalesce($9, min_amount_out),
+    error_code = coalesce($10, error_code),
+    error_message = coalesce($11, error_message)
+WHERE order_id = $12 AND last_seq = $13
+RETURNING order_id
+"""
+# Any constant shared by every replica: migrations run under this advisory lock, so two
+# replicas starting together do not both apply them.
+_MIGRATION_LOCK = zlib.crc32(b"order_engine.migrations")
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _dec(value: int | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _int(value: Decimal | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _order_from_record(r: asyncpg.Record) -> Order:
+    return Order(
+        order_id=r["order_id"],
+        token_in=r["token_in"],
+        token_out=r["token_out"],
+        amount=int(r["amount"]),
+        slippage_bps=r["slippage_bps"],
+        status=Status(r["status"]),
+        last_seq=r["last_seq"],
+        attempts=r["attempts"],
+        created_at=r["created_at"].timestamp(),
+        updated_at=r["updated_at"].timestamp(),
+        client_order_id=r["client_order_id"],
+        idempotency_key=r["idempotency_key"],
+        request_hash=r["request_hash"],
+        dex=r["dex"],
+        tx_hash=r["tx_hash"],
+        executed_price=r["executed_price"],
+        amount_out=_int(r["amount_out"]),
+        min_amount_out=_int(r["min_amount_out"]),
+        error_code=r["error_code"],
+        error_message=r["error_message"],
+    )
+
+
+def _event_from_record(r: asyncpg.Record) -> OrderEvent:
+    return OrderEvent(
+        order_id=r["order_id"],
+        seq=r["seq"],
+        status=Status(r["status"]),
+        message=r["message"],
+        ts=r["created_at"].timestamp(),
+        data=r["payload"],
+    )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        max_batch: int = 256,
+        pool_size: int = 10,
+    ) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._writes = GroupCommit(self._commit_batch, max_batch=max_batch, name="pg-writer")
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return self._writes.batch_sizes
+
+    async def open(self) -> None:
+        settings = {"search_path": self._schema} if self._schema else {}
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                init=_init_connection,
+                server_settings=settings,
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        await self._migrate()
+        self._writes.start()
+
+    async def close(self) -> None:
+        await self._writes.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def abort(self) -> None:
+        await self._writes.abort()
+        if self._pool is not None:
+            self._pool.terminate()
+
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("store is not open")
+        return self._pool
+
+    async def _migrate(self) -> None:
+        async with self._p().acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if self._schema:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            applied = {
+                r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
+            }
+            for version, sql in load_migrations("postgres"):
+                if version not in applied:
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES ($1)", version
+                    )
+                    log.info("postgres: applied migration %03d", version)
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def create(self, order: Order, first: OrderEvent) -> None:
+        await self._writes.create(order, first)
+
+    async def append(self, transition: Any) -> None:
+        await self._writes.append(transition)
+
+    async def _commit_batch(self, batch: list[Write]) -> None:
+        outcomes: list[tuple[Write, Exception | None]] = []
+        try:
+            async with self._p().acquire() as conn, conn.transaction():
+                for write in batch:
+                    outcomes.append((write, await self._apply(conn, write)))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            for write in batch:
+                fail(write, StoreError(f"PostgreSQL write failed: {exc}"))
+            return
+        for write, error in outcomes:
+            if error is None:
+                succeed(write)
+            else:
+                fail(write, error)
+
+    async def _apply(self, conn: asyncpg.Connection, write: Write) -> Exception | None:
+        if isinstance(write, CreateWrite):
+            o, e = write.order, write.first
+            inserted = await conn.fetchval(
+                _INSERT_ORDER,
+                o.order_id,
+                o.token_in,
+                o.token_out,
+                Decimal(o.amount),
+                o.status.value,
+                o.last_seq,
+                o.attempts,
+                o.slippage_bps,
+                o.dex,
+                o.executed_price,
+                o.tx_hash,
+                _dec(o.amount_out),
+                _dec(o.min_amount_out),
+                o.error_code,
+                o.error_message,
+                o.client_order_id,
+                o.idempotency_key,
+                o.request_hash,
+                _ts(o.created_at),
+                _ts(o.updated_at),
+            )
+            if inserted is None:
+                existing = await self._existing(conn, o)
+                return DuplicateOrder(existing) if existing else StoreError("insert refused")
+            await self._insert_event(conn, e)
+            return None
+        assert isinstance(write, AppendWrite)
+        e, u = write.transition.event, write.transition.update
+        updated = await conn.fetchval(
+            _UPDATE_ORDER,
+            e.status.value,
+            e.seq,
+            _ts(e.ts),
+            u.attempts,
+            u.dex,
+            u.tx_hash,
+            u.executed_price,
+            _dec(u.amount_out),
+            _dec(u.min_amount_out),
+            u.error_code,
+            u.error_message,
+            e.order_id,
+            e.seq - 1,
+        )
+        if updated is None:
+            return SeqConflict(e.order_id, e.seq)
+        await self._insert_event(conn, e)
+        return None
+
+    @staticmethod
+    async def _insert_event(conn: asyncpg.Connection, e: OrderEvent) -> None:
+        await conn.execute(
+            _INSERT_EVENT, e.order_id, e.seq, e.status.value, e.message, e.data, _ts(e.ts)
+        )
+
+    @staticmethod
+    async def _existing(conn: asyncpg.Connection, order: Order) -> Order | None:
+        row = await conn.fetchrow(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+            " OR (idempotency_key IS NOT NULL AND idempotency_key = $2) LIMIT 1",
+            order.order_id,
+            order.idempotency_key,
+        )
+        return None if row is None else _order_from_record(row)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            rows: list[asyncpg.Record] = await self._p().fetch(sql, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"PostgreSQL read failed: {exc}") from exc
+        return rows
+
+    async def get(self, order_id: str) -> Order | None:
+        rows = await self._fetch(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = $1", order_id
+        )
+        return _order_from_record(rows[0]) if rows else None
+
+    async def by_idempotency_key(self, key: str) -> Order | None:
+        rows = await self._fetch(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1", key
+        )
+        return _order_from_record(rows[0]) if rows else None
+
+    async def events(self, order_id: str, after: int = 0) -> list[OrderEvent]:
+        rows = await self._fetch(
+            "SELECT order_id, seq, status, message, payload, created_at FROM order_events"
+            " WHERE order_id = $1 AND seq > $2 ORDER BY seq",
+            order_id,
+            after,
+        )
+        return [_event_from_record(r) for r in rows]
+
+    async def unfinished(self) -> list[Order]:
+        rows = await self._fetch(
+            f"SELECT {_ORDER_COLUMNS} FROM orders"
+            " WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_at"
+        )
+        return [_order_from_record(r) for r in rows]
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")

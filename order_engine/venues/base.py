@@ -1,0 +1,157 @@
+"""What the engine needs from a market: venues that quote, and a chain that executes.
+
+A venue (a DEX program: Raydium, Meteora) prices swaps. The chain (an RPC endpoint) takes a
+signed transaction, lands it or not, and answers for its fate by signature. They are two
+protocols because a real deployment gets them from two places (a DEX SDK and an RPC node), and
+because one transaction may hold legs on several venues (a split route lands atomically, as
+Jupiter's do). The simulated market implements both in-process; a remote adapter speaks to
+the shared simulated chain service; a real adapter would speak to Solana.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from order_engine.venues.tokens import Token
+
+
+class VenueError(Exception):
+    """A failure the engine must react to. `transient` says whether a retry can help."""
+
+    transient: bool = False
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class TransientVenueError(VenueError):
+    """Retrying (with fresh quotes) may succeed: timeouts, drops, slippage at landing."""
+
+    transient = True
+
+
+class PermanentVenueError(VenueError):
+    """Retrying cannot help: no route between the tokens, not enough liquidity."""
+
+    transient = False
+
+
+# Error codes, shared by every implementation so the engine and clients can rely on them.
+VENUE_DOWN = "venue_down"  # transient
+VENUE_TIMEOUT = "venue_timeout"  # transient
+NO_QUOTES = "no_quotes"  # transient: every venue failed to quote
+SLIPPAGE_EXCEEDED = "slippage_exceeded"  # transient: landed output < min_out
+TX_DROPPED = "tx_dropped"  # transient: blockhash expired before the tx landed
+NO_ROUTE = "no_route"  # permanent: no pool path between the tokens
+INSUFFICIENT_LIQUIDITY = "insufficient_liquidity"  # permanent: the pools cannot fill it
+PRICE_IMPACT_TOO_HIGH = "price_impact_too_high"  # permanent: the order is too big for the pools
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One pool traversed by a quote (a multi-hop route has two)."""
+
+    pool_id: str
+    token_in: str  # symbol of the pool-side token (wSOL, never SOL)
+    token_out: str
+    amount_in: int
+    amount_out: int
+    fee: int  # in token_in base units
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    venue: str  # "Raydium" | "Meteora"
+    token_in: Token  # as the user named it (SOL stays SOL; the venue trades wSOL)
+    token_out: Token
+    amount_in: int  # base units of token_in
+    amount_out: int  # base units of token_out
+    fee_bps: float  # total fee over the route, in bps of the input
+    price: float  # execution price: UI units of token_out per UI unit of token_in
+    price_impact_bps: float  # execution price against the pre-trade marginal price, fees excluded
+    hops: tuple[Hop, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """A signed transaction. The signature is known before submission, as on Solana, so the
+    engine records it first and can always ask the chain about it after a crash."""
+
+    signature: str  # base58 of 64 bytes
+    legs: tuple[Quote, ...]  # one per venue; a split route has two
+    min_out: int  # the whole transaction reverts if the legs' total is below it
+    wrap_sol: bool  # SOL in: the transaction wraps it into wSOL first
+    unwrap_sol: bool  # SOL out: the transaction unwraps wSOL at the end
+    last_valid_slot: int  # blockhash expiry: after it, the tx can never land
+
+
+class TxState(StrEnum):
+    PENDING = "pending"
+    LANDED = "landed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the chain never saw it (or it expired unseen): safe to rebuild
+
+
+@dataclass(frozen=True, slots=True)
+class LegFill:
+    venue: str
+    amount_in: int
+    amount_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    signature: str
+    slot: int
+    amount_in: int
+    amount_out: int
+    legs: tuple[LegFill, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TxStatus:
+    state: TxState
+    receipt: Receipt | None = None
+    error: VenueError | None = None  # set when state is FAILED
+
+
+class Venue(Protocol):
+    name: str
+
+    async def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
+        """Best route on this venue (direct, or two hops via SOL/USDC).
+
+        Raises PermanentVenueError(NO_ROUTE | INSUFFICIENT_LIQUIDITY) or
+        TransientVenueError(VENUE_DOWN | VENUE_TIMEOUT)."""
+        ...
+
+    async def quote_curve(
+        self, token_in: Token, token_out: Token, amounts_in: Sequence[int]
+    ) -> list[Quote]:
+        """Quotes for several input sizes against one pool snapshot, in one round trip:
+        what a split-route search needs. Same errors as `quote`."""
+        ...
+
+
+class Chain(Protocol):
+    async def build(self, legs: Sequence[Quote], min_out: int) -> Tx:
+        """Assemble and sign one transaction holding every leg (a recent blockhash)."""
+        ...
+
+    async def submit(self, tx: Tx) -> str:
+        """Send it; returns the signature. Landing happens later (or never)."""
+        ...
+
+    async def status(self, signature: str) -> TxStatus:
+        """The fate of a signature: pending, landed with a receipt, failed, or unknown."""
+        ...
+
+    async def wait(self, signature: str, timeout: float) -> TxStatus:
+        """Wait until the signature is no longer pending (as a signatureSubscribe would),
+        or `timeout` seconds; returns the status then."""
+        ...

@@ -1,0 +1,126 @@
+"""`python -m order_engine` as a user runs it: a real process, signals, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import read_until_closed
+from tests.services import free_port
+
+
+@dataclass
+class Engine:
+    process: asyncio.subprocess.Process
+    url: str
+    banner: str
+
+
+@asynccontextmanager
+async def engine_process(tmp_path: Path, port: int, **env: str) -> AsyncIterator[Engine]:
+    environment = {
+        **os.environ,
+        "PORT": str(port),
+        "ORDER_ENGINE_STORE_URL": f"sqlite:///{tmp_path}/orders.db",
+        **env,
+    }
+    log = (tmp_path / f"engine-{port}.log").open("ab")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "order_engine",
+        cwd=tmp_path,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(20):
+            banner = (await process.stdout.readline()).decode()
+            banner += (await process.stdout.readline()).decode()
+        assert "listening on" in banner, (tmp_path / f"engine-{port}.log").read_text()
+        yield Engine(process, f"http://127.0.0.1:{port}", banner)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        log.close()
+
+
+async def test_banner_names_the_address_and_an_example(tmp_path: Path) -> None:
+    port = free_port()
+    async with engine_process(tmp_path, port, ORDER_ENGINE_VENUES_PROFILE="instant") as engine:
+        assert f"http://127.0.0.1:{port}" in engine.banner
+        assert "curl" in engine.banner
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"{engine.url}/api/order/execute",
+                json={"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1},
+            )
+            assert resp.status == 201
+
+
+async def test_sigterm_is_graceful_and_a_restart_finishes_the_order(tmp_path: Path) -> None:
+    port = free_port()
+    # Realistic venues: a transaction takes at least 400 ms to land, far beyond the grace.
+    env = {
+        "ORDER_ENGINE_VENUES_PROFILE": "realistic",
+        "ORDER_ENGINE_SERVER_SHUTDOWN_GRACE_S": "0.05",
+    }
+    async with aiohttp.ClientSession() as http:
+        async with engine_process(tmp_path, port, **env) as engine:
+            resp = await http.post(
+                f"{engine.url}/api/order/execute",
+                json={"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1},
+            )
+            order_id = (await resp.json())["orderId"]
+            ws = await http.ws_connect(f"{engine.url}/api/order/status?orderId={order_id}")
+            seen: list[dict[str, Any]] = []
+            async with asyncio.timeout(10):
+                while not seen or seen[-1]["status"] != "submitted":
+                    seen.append(await ws.receive_json())
+            engine.process.send_signal(signal.SIGTERM)
+            seen += await read_until_closed(ws)
+            assert ws.close_code == 1001  # going away, not a silent drop
+            async with asyncio.timeout(15):
+                assert await engine.process.wait() == 0
+            assert seen[-1]["status"] == "submitted"
+
+        # Same database, new process: the order is resumed and finishes.
+        async with engine_process(tmp_path, port, **env) as engine:
+            async with http.ws_connect(
+                f"{engine.url}/api/order/status?orderId={order_id}&after={seen[-1]['seq']}"
+            ) as ws:
+                rest = await read_until_closed(ws, timeout=30)
+            assert rest[-1]["status"] == "confirmed", rest
+            assert rest[0]["seq"] == seen[-1]["seq"] + 1
+            engine.process.send_signal(signal.SIGINT)
+            async with asyncio.timeout(15):
+                assert await engine.process.wait() == 0
+
+
+async def test_bad_configuration_fails_with_one_line(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "order_engine",
+        cwd=tmp_path,
+        env={**os.environ, "ORDER_ENGINE_ENGINE_WORKERS": "many"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(20):
+        _out, err = await process.communicate()
+    assert process.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert lines == ["order-engine: configuration error: engine.workers: 'many' is not a valid int"]

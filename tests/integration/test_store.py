@@ -1,0 +1,161 @@
+"""The Store contract, against a real database file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from order_engine.orders import Order, OrderEvent, OrderUpdate, Status, Transition
+from order_engine.store import DuplicateOrder, SeqConflict, Store, store_from_url
+from order_engine.store.sqlite import SQLiteStore
+from tests.services import postgres_schema
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every test of the contract runs against both backends, each in a fresh database
+    (a file, or a schema of its own) so runs never collide."""
+    if request.param == "sqlite":
+        s = store_from_url(f"sqlite:///{tmp_path}/store.db", sqlite_synchronous="NORMAL")
+        await s.open()
+        yield s
+        await s.close()
+        return
+    async with postgres_schema() as url:
+        s = store_from_url(url)
+        await s.open()
+        yield s
+        await s.close()
+
+
+def new_order(n: int = 0, key: str | None = None) -> tuple[Order, OrderEvent]:
+    order_id = f"00000000-0000-4000-8000-{n:012d}"
+    order = Order(
+        order_id=order_id,
+        token_in="SOL",
+        token_out="USDC",
+        amount=2**64 - 1,
+        slippage_bps=50,
+        status=Status.PENDING,
+        last_seq=1,
+        attempts=0,
+        created_at=1000.0 + n,
+        updated_at=1000.0 + n,
+        idempotency_key=key,
+        request_hash="h",
+    )
+    first = OrderEvent(order_id, 1, Status.PENDING, "queued", 1000.0 + n, {"amount": "1.5"})
+    return order, first
+
+
+def event(order_id: str, seq: int, status: Status, **data: object) -> OrderEvent:
+    return OrderEvent(order_id, seq, status, status.value, 2000.0 + seq, dict(data))
+
+
+async def test_create_then_read_back(store: Store) -> None:
+    order, first = new_order()
+    await store.create(order, first)
+    assert await store.get(order.order_id) == order
+    assert await store.events(order.order_id) == [first]
+    assert await store.unfinished() == [order]
+
+
+async def test_append_updates_order_and_event_together(store: Store) -> None:
+    order, first = new_order()
+    await store.create(order, first)
+    await store.append(
+        Transition(event(order.order_id, 2, Status.ROUTING, attempt=1), OrderUpdate(attempts=1))
+    )
+    await store.append(
+        Transition(
+            event(order.order_id, 3, Status.FAILED),
+            OrderUpdate(error_code="no_route", error_message="none", amount_out=2**64 - 1),
+        )
+    )
+    stored = await store.get(order.order_id)
+    assert stored is not None
+    assert (stored.status, stored.last_seq, stored.attempts) == (Status.FAILED, 3, 1)
+    assert (stored.error_code, stored.amount_out) == ("no_route", 2**64 - 1)
+    assert [e.seq for e in await store.events(order.order_id)] == [1, 2, 3]
+    assert [e.seq for e in await store.events(order.order_id, after=2)] == [3]
+    assert await store.unfinished() == []
+
+
+async def test_seq_must_be_the_next_one(store: Store) -> None:
+    order, first = new_order()
+    await store.create(order, first)
+    with pytest.raises(SeqConflict):
+        await store.append(Transition(event(order.order_id, 3, Status.ROUTING)))
+    with pytest.raises(SeqConflict):
+        await store.append(Transition(event(order.order_id, 1, Status.ROUTING)))
+    await store.append(Transition(event(order.order_id, 2, Status.ROUTING)))
+    with pytest.raises(SeqConflict):  # a second writer of the same seq loses
+        await store.append(Transition(event(order.order_id, 2, Status.BUILDING)))
+    stored = await store.get(order.order_id)
+    assert stored is not None
+    assert stored.status is Status.ROUTING
+    assert [e.status for e in await store.events(order.order_id)] == [
+        Status.PENDING,
+        Status.ROUTING,
+    ]
+
+
+async def test_a_bad_write_fails_alone_in_its_batch(store: Store) -> None:
+    """Concurrent writes share a commit; the one that breaks the seq rule fails, the others
+    land."""
+    orders = [new_order(n) for n in range(10)]
+    await asyncio.gather(*(store.create(o, f) for o, f in orders))
+    writes = [
+        store.append(Transition(event(o.order_id, 2 if n != 4 else 5, Status.ROUTING)))
+        for n, (o, _) in enumerate(orders)
+    ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert [isinstance(r, SeqConflict) for r in results] == [n == 4 for n in range(10)]
+    for n, (o, _) in enumerate(orders):
+        assert len(await store.events(o.order_id)) == (1 if n == 4 else 2)
+
+
+async def test_writes_are_grouped_into_batches(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "batch.db", synchronous="NORMAL")
+    await store.open()
+    try:
+        orders = [new_order(n) for n in range(200)]
+        await asyncio.gather(*(store.create(o, f) for o, f in orders))
+        assert sum(store.batch_sizes) == 200
+        assert max(store.batch_sizes) > 1  # 200 concurrent writes did not take 200 commits
+    finally:
+        await store.close()
+
+
+async def test_duplicate_idempotency_key_is_refused(store: Store) -> None:
+    order, first = new_order(1, key="k-1")
+    await store.create(order, first)
+    other, other_first = new_order(2, key="k-1")
+    with pytest.raises(DuplicateOrder) as caught:
+        await store.create(other, other_first)
+    assert caught.value.existing == order
+    assert await store.by_idempotency_key("k-1") == order
+    assert await store.get(other.order_id) is None
+
+
+async def test_data_survives_reopening(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/reopen.db"
+    first_store = store_from_url(url)
+    await first_store.open()
+    order, first = new_order()
+    await first_store.create(order, first)
+    await first_store.close()
+    second_store = store_from_url(url)
+    await second_store.open()  # migrations run again: must be a no-op
+    try:
+        assert await second_store.get(order.order_id) == order
+    finally:
+        await second_store.close()
+
+
+async def test_unknown_order_reads_empty(store: Store) -> None:
+    assert await store.get("00000000-0000-4000-8000-999999999999") is None
+    assert await store.events("00000000-0000-4000-8000-999999999999") == []
