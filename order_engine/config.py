@@ -166,7 +166,10 @@ def _build(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:
     if unknown:
         raise ConfigError(f"[{where}] unknown key(s): {', '.join(sorted(unknown))}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a dataclass's own invariant (e.g. a profile's ranges)
+        raise ConfigError(f"[{where}] {exc}") from None
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:

@@ -460,6 +460,8 @@ class Engine:
         task = asyncio.create_task(self._guard(coro, name), name=name)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        # A task cancelled before its first step never starts `coro`: close it quietly.
+        task.add_done_callback(lambda _: coro.close())
 
     @staticmethod
     async def _guard(coro: Coroutine[Any, Any, None], name: str) -> None:

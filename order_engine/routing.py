@@ -112,7 +112,7 @@ class Router:
 
     async def _curve(
         self, venue: Venue, token_in: Token, token_out: Token, amounts: list[int]
-    ) -> list[Quote] | None:
+    ) -> list[Quote | None] | None:
         try:
             async with asyncio.timeout(self._timeout):
                 return await venue.quote_curve(token_in, token_out, amounts)
@@ -125,13 +125,13 @@ class Router:
         """Search the share of venue `a` on a grid, then on a finer grid around the best."""
         venue_a = next(v for v in self._venues if v.name == a.venue)
         venue_b = next(v for v in self._venues if v.name == b.venue)
-        lo, hi = 1, amount - 1
+        lo, hi = 0, amount
         best: tuple[int, Quote, Quote] | None = None
         for _ in range(2):
-            if hi <= lo:
+            step = (hi - lo) // self._steps
+            if step < 1:
                 break
-            step = max(1, (hi - lo) // self._steps)
-            shares = list(range(lo, hi + 1, step))
+            shares = [s for s in range(lo + step, hi, step) if 0 < s < amount]
             curve_a, curve_b = await asyncio.gather(
                 self._curve(venue_a, token_in, token_out, shares),
                 self._curve(venue_b, token_in, token_out, [amount - s for s in shares]),
@@ -139,11 +139,14 @@ class Router:
             if curve_a is None or curve_b is None:
                 break
             for share, qa, qb in zip(shares, curve_a, curve_b, strict=True):
+                if qa is None or qb is None:
+                    continue  # one side cannot fill its share
                 total = qa.amount_out + qb.amount_out
                 if best is None or total > best[1].amount_out + best[2].amount_out:
                     best = (share, qa, qb)
-            assert best is not None
-            lo, hi = max(1, best[0] - step), min(amount - 1, best[0] + step)
+            if best is None:
+                break
+            lo, hi = best[0] - step, best[0] + step
         if best is None:
             return None
         _, qa, qb = best

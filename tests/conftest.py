@@ -10,11 +10,11 @@ import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
-from order_engine.venues.profiles import PROFILES
 
 from order_engine.app import SERVICES, Services, build_app
 from order_engine.config import Settings
 from order_engine.venues import SimulatedMarket
+from order_engine.venues.profiles import PROFILES
 
 
 def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:

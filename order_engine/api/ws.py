@@ -162,9 +162,8 @@ class OrderStreams:
         finally:
             for task in (reader, streamer):
                 task.cancel()
-            for task in (reader, streamer):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Outcomes are read below; gathering only waits for both to be done.
+            await asyncio.gather(reader, streamer, return_exceptions=True)
         if streamer.cancelled() or ws.closed:
             return
         error = streamer.exception()

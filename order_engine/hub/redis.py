@@ -4,8 +4,10 @@ Every replica publishes its committed events to one channel and listens on it; t
 hands each event to this process's watchers. A replica's own events are also dispatched
 locally at once (lower latency, and they still flow when Redis is down); watchers drop the
 duplicates by seq. Redis is never trusted to be complete: while it is unreachable, watchers
-are told every `poll_interval` to re-read the store, and once more after reconnecting, so a
-client never misses an event, only gets it a little later.
+are told every `poll_interval` to re-read the store, and once more after reconnecting; a
+replica whose publish failed broadcasts a "re-sync" as soon as Redis takes it again, so the
+other replicas' watchers re-read the store too. A client never misses an event, it only
+gets it a little later.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from order_engine.hub.base import LocalFanout, Subscription
@@ -26,6 +31,8 @@ from order_engine.orders import OrderEvent, Status
 log = logging.getLogger("order_engine.hub.redis")
 
 CHANNEL = "order_engine:events"
+# Control message: "some of my events never reached you; re-read the store".
+RESYNC = b'{"resync":true}'
 
 
 def encode(event: OrderEvent) -> bytes:
@@ -53,19 +60,27 @@ class RedisHub:
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._announcer: asyncio.Task[None] | None = None
         self.connected = False
 
     async def start(self) -> None:
         self._redis = aioredis.Redis.from_url(
-            self._url, socket_connect_timeout=1, socket_timeout=None, health_check_interval=5
+            self._url,
+            socket_connect_timeout=1,
+            socket_timeout=None,
+            health_check_interval=5,
+            # A pooled connection that died with the server fails once; the retry reconnects.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         self._listener = asyncio.create_task(self._listen(), name="redis-hub-listener")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for task in (self._listener, self._announcer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -84,8 +99,23 @@ class RedisHub:
         try:
             await self._redis.publish(self._channel, encode(event))
         except (RedisError, OSError) as exc:
-            # The event is committed; replicas' watchers catch up from the store.
+            # The event is committed; the other replicas' watchers will re-read the store
+            # once they hear that something was missed.
             log.debug("redis publish failed: %s", exc)
+            if self._announcer is None or self._announcer.done():
+                self._announcer = asyncio.create_task(
+                    self._announce_missed(), name="redis-hub-resync"
+                )
+
+    async def _announce_missed(self) -> None:
+        assert self._redis is not None
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            try:
+                await self._redis.publish(self._channel, RESYNC)
+                return
+            except (RedisError, OSError):
+                continue
 
     async def ping(self) -> None:
         if self._redis is None:
@@ -118,7 +148,8 @@ class RedisHub:
                 self._set_connected(False)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    # Typed in some redis-py releases, not in others.
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await self._poll_while_down(backoff)
             backoff = min(backoff * 2, 2.0)
 
@@ -133,6 +164,9 @@ class RedisHub:
             self._fanout.resync_all()
 
     def _dispatch_remote(self, raw: bytes | str) -> None:
+        if raw == RESYNC:
+            self._fanout.resync_all()
+            return
         try:
             event = decode(raw)
         except (ValueError, KeyError, TypeError):

@@ -50,6 +50,7 @@ TX_DROPPED = "tx_dropped"  # transient: blockhash expired before the tx landed
 NO_ROUTE = "no_route"  # permanent: no pool path between the tokens
 INSUFFICIENT_LIQUIDITY = "insufficient_liquidity"  # permanent: the pools cannot fill it
 PRICE_IMPACT_TOO_HIGH = "price_impact_too_high"  # permanent: the order is too big for the pools
+AMOUNT_TOO_SMALL = "amount_too_small"  # permanent: the output would round to nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +133,10 @@ class Venue(Protocol):
 
     async def quote_curve(
         self, token_in: Token, token_out: Token, amounts_in: Sequence[int]
-    ) -> list[Quote]:
+    ) -> list[Quote | None]:
         """Quotes for several input sizes against one pool snapshot, in one round trip:
-        what a split-route search needs. Same errors as `quote`."""
+        what a split-route search needs. None for a size the pools cannot fill (too small
+        or too large); otherwise the same errors as `quote`."""
         ...
 
 

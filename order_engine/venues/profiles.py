@@ -1,0 +1,46 @@
+"""Latency, failure and market-motion profiles of the simulated market."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    quote_latency_ms: tuple[float, float] = (0.0, 0.0)  # uniform range per quote round trip
+    land_latency_ms: tuple[float, float] = (0.0, 0.0)  # submit -> landed (or dropped)
+    drop_rate: float = 0.0  # share of transactions whose blockhash expires before landing
+    # Market motion: every interval each pool's price deviation from the reference follows
+    # a mean-reverting (Ornstein-Uhlenbeck) step, d' = d(1 - reversion) + N(0, sigma), and
+    # arbitrageurs trade the pool to it. 0 = no background motion (`SimulatedMarket.step`
+    # still moves it on demand).
+    drift_interval_ms: float = 0.0
+    drift_sigma_bps: float = 8.0
+    drift_reversion: float = 0.02
+
+    def __post_init__(self) -> None:
+        for field_name in ("quote_latency_ms", "land_latency_ms"):
+            low, high = getattr(self, field_name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{field_name} must be a range [low, high] with 0 <= low <= high")
+        if not 0 <= self.drop_rate < 1:
+            raise ValueError("drop_rate must be in [0, 1)")
+        if self.drift_interval_ms < 0 or self.drift_sigma_bps < 0:
+            raise ValueError("drift_interval_ms and drift_sigma_bps must not be negative")
+        if not 0 <= self.drift_reversion <= 1:
+            raise ValueError("drift_reversion must be in [0, 1]")
+
+
+PROFILES: dict[str, Profile] = {
+    # No latency, no drops, no background motion: tests and benchmarks.
+    "instant": Profile("instant"),
+    # Quote round trips of a public RPC, confirmations of a busy cluster, 2 % expiries.
+    "realistic": Profile(
+        "realistic",
+        quote_latency_ms=(50.0, 250.0),
+        land_latency_ms=(400.0, 2500.0),
+        drop_rate=0.02,
+        drift_interval_ms=500.0,
+    ),
+}
