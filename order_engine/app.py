@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +22,7 @@ from order_engine.hub import Hub, MemoryHub
 from order_engine.routing import Router
 from order_engine.store import Store, store_from_url
 from order_engine.venues import SimulatedMarket
+from order_engine.venues.base import Market
 from order_engine.venues.tokens import REGISTRY
 
 log = logging.getLogger("order_engine.app")
@@ -31,7 +35,7 @@ class Services:
     settings: Settings
     store: Store
     hub: Hub
-    market: SimulatedMarket
+    market: Market
     engine: Engine
     connections: Connections
 
@@ -39,11 +43,27 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 
 
-def build_services(settings: Settings, *, market: SimulatedMarket | None = None) -> Services:
+def replica_id(settings: Settings) -> str:
+    configured = settings.engine.replica_id
+    return configured or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def build_market(settings: Settings) -> Market:
+    if settings.venues.chain_url:
+        from order_engine.venues.remote import RemoteMarket
+
+        return RemoteMarket(settings.venues.chain_url)
+    return SimulatedMarket(settings.profile, seed=settings.venues.seed)
+
+
+def build_services(settings: Settings, *, market: Market | None = None) -> Services:
+    sqlite = settings.store.url.startswith("sqlite://")
     store = store_from_url(
         settings.store.url,
         sqlite_synchronous=settings.store.sqlite_synchronous,
         max_batch=settings.store.max_batch,
+        owner=replica_id(settings),
+        lease_s=settings.engine.lease_s,
     )
     hub: Hub
     if settings.hub.redis_url:
@@ -53,7 +73,7 @@ def build_services(settings: Settings, *, market: SimulatedMarket | None = None)
     else:
         hub = MemoryHub(settings.hub.inbox_size)
     if market is None:
-        market = SimulatedMarket(settings.profile, seed=settings.venues.seed)
+        market = build_market(settings)
     router = Router(
         list(market.venues.values()),
         quote_timeout=settings.engine.quote_timeout_ms / 1000,
@@ -68,11 +88,15 @@ def build_services(settings: Settings, *, market: SimulatedMarket | None = None)
         chain=market.chain,
         registry=REGISTRY,
         settings=settings.engine,
+        execute=settings.engine.role != "api",
+        lease_s=settings.engine.lease_s,
+        # One process per SQLite file: nobody else's orders to take over after start-up.
+        claim_interval=None if sqlite else settings.engine.claim_interval_ms / 1000,
     )
     return Services(settings, store, hub, market, engine, Connections())
 
 
-def build_app(settings: Settings, *, market: SimulatedMarket | None = None) -> web.Application:
+def build_app(settings: Settings, *, market: Market | None = None) -> web.Application:
     services = build_services(settings, market=market)
     app = web.Application(
         middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes
@@ -107,12 +131,13 @@ def build_app(settings: Settings, *, market: SimulatedMarket | None = None) -> w
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=openapi_body, content_type="application/json")
 
-    app.router.add_post("/api/order/execute", rest.execute)
-    app.router.add_post("/api/orders/execute", rest.execute)
-    app.router.add_get("/api/orders/execute", streams.execute)
-    app.router.add_get("/api/order/status", streams.status)
-    app.router.add_get("/api/order/{order_id}", rest.get_order)
-    app.router.add_get("/api/openapi.json", openapi)
+    if settings.engine.role != "worker":  # a worker executes; it serves no public API
+        app.router.add_post("/api/order/execute", rest.execute)
+        app.router.add_post("/api/orders/execute", rest.execute)
+        app.router.add_get("/api/orders/execute", streams.execute)
+        app.router.add_get("/api/order/status", streams.status)
+        app.router.add_get("/api/order/{order_id}", rest.get_order)
+        app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/healthz", rest.healthz)
     app.router.add_get("/readyz", rest.readyz)
     app.cleanup_ctx.append(_lifecycle)

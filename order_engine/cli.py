@@ -12,7 +12,14 @@ from pathlib import Path
 from aiohttp import web
 
 from order_engine import __version__
-from order_engine.config import ConfigError, Settings, default_config_path, load_settings
+from order_engine.config import (
+    ROLES,
+    ConfigError,
+    Settings,
+    default_config_path,
+    load_settings,
+    validate,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
         p.add_argument("--port", type=int, help="port to listen on (default 3000, env PORT)")
         p.add_argument("--config", type=Path, help="TOML file (default ./config.toml if present)")
+        p.add_argument(
+            "--role",
+            choices=ROLES,
+            help="all (default): take and execute orders; api: take orders, execute none;"
+            " worker: execute what api replicas took (needs PostgreSQL)",
+        )
     return parser
 
 
@@ -40,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.port is not None:
             overrides["port"] = args.port
         settings = settings.replace(server=overrides)
+        if args.role:
+            settings = settings.replace(engine={"role": args.role})
+        validate(settings)
     except ConfigError as exc:
         print(f"order-engine: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -61,7 +77,8 @@ def serve(settings: Settings) -> int:
         shown = "localhost" if host in {"127.0.0.1", "::1"} else host
         print(
             f"order_engine {__version__} listening on http://{host}:{port}"
-            f" (store {settings.store.url}, venues {settings.venues.profile})\n"
+            f" (role {settings.engine.role}, store {settings.store.url},"
+            f" venues {settings.venues.chain_url or settings.venues.profile})\n"
             f"Try: curl -s -X POST http://{shown}:{port}/api/order/execute"
             " -H 'Content-Type: application/json'"
             ' -d \'{"tokenIn":"SOL","tokenOut":"USDC","amount":1.5}\'',

@@ -48,6 +48,17 @@ class EngineSettings:
     confirm_timeout_ms: float = 60_000.0
     # Confirmations are awaited off the workers (pipelined); this caps how many at once.
     max_in_flight: int = 5_000
+    # all: takes and executes orders; api: takes orders and streams them, executes none;
+    # worker: executes orders that api replicas took, serves no public API.
+    role: str = "all"
+    # Unique among live replicas (empty: host-pid-random). A stable id lets a restarted
+    # replica take its own orders back at once instead of waiting for their leases.
+    replica_id: str = ""
+    lease_s: float = 15.0  # an order whose owner stops renewing is taken over after this
+    claim_interval_ms: float = 500.0  # how often replicas look for orders nobody holds
+
+
+ROLES = ("all", "api", "worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +150,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     sections["profiles"] = _profiles(raw.get("profiles", {}))
     settings = Settings(**sections)
     settings = _apply_seed_variables(settings, env)
-    _validate(settings)
+    validate(settings)
     return settings
 
 
@@ -248,7 +259,7 @@ def _apply_seed_variables(settings: Settings, env: Mapping[str, str]) -> Setting
     return settings.replace(server=server, store=store, hub=hub)
 
 
-def _validate(s: Settings) -> None:
+def validate(s: Settings) -> None:
     def need(ok: bool, what: str) -> None:
         if not ok:
             raise ConfigError(what)
@@ -260,6 +271,14 @@ def _validate(s: Settings) -> None:
     need(s.engine.max_attempts >= 1, "engine.max_attempts must be at least 1")
     need(s.engine.quote_timeout_ms > 0, "engine.quote_timeout_ms must be positive")
     need(s.engine.max_in_flight >= 1, "engine.max_in_flight must be at least 1")
+    need(s.engine.role in ROLES, f"engine.role must be one of {', '.join(ROLES)}")
+    need(s.engine.lease_s > 0, "engine.lease_s must be positive")
+    need(s.engine.claim_interval_ms > 0, "engine.claim_interval_ms must be positive")
+    need(
+        s.engine.role == "all" or not s.store.url.startswith("sqlite://"),
+        f"engine.role {s.engine.role!r} needs a shared store: SQLite serves one process,"
+        " which must run role 'all' (use postgresql:// to split api and worker)",
+    )
     need(s.store.max_batch >= 1, "store.max_batch must be at least 1")
     need(
         s.store.sqlite_synchronous.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},

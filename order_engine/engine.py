@@ -6,6 +6,11 @@ by `max_in_flight`). Every status change goes through `check_transition`, is com
 the store, and only then published. The store is the truth: after a crash, `start()` resumes
 every unfinished order from its stored status, and an order already submitted is first
 looked up on the chain by its signature, so no swap is ever sent twice.
+
+Across replicas an engine works only on orders leased to it: it renews its leases while it
+lives, claims orders whose lease expired (a dead replica's) or that nobody owns (taken by an
+API-only replica), and every write is fenced on ownership, so a replica that lost an order
+stops touching it at its next write.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from order_engine.orders import (
     check_transition,
 )
 from order_engine.routing import Route, Router
-from order_engine.store import Store
+from order_engine.store import SeqConflict, Store, StoreError
 from order_engine.venues.base import (
     Chain,
     Quote,
@@ -47,6 +52,10 @@ log = logging.getLogger("order_engine.engine")
 
 TX_UNKNOWN = "tx_unknown"
 INTERNAL_ERROR = "internal_error"
+
+
+class OrderLost(Exception):
+    """Another replica owns the order now: this one stops working on it."""
 
 
 class EngineUnavailable(Exception):
@@ -103,7 +112,13 @@ class Engine:
         settings: EngineSettings,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        execute: bool = True,
+        lease_s: float = 15.0,
+        claim_interval: float | None = None,
     ) -> None:
+        """`execute=False`: an API-only replica that stores orders for workers to claim.
+        `claim_interval`: how often to look for orders nobody holds (None: never after
+        start-up; one process on SQLite has nobody to take over from)."""
         self._store = store
         self._hub = hub
         self._router = router
@@ -118,27 +133,70 @@ class Engine:
         self._retries: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self._busy: dict[int, str] = {}  # worker number -> order id (for shutdown logs)
+        self._execute = execute
+        self._lease_s = lease_s
+        self._claim_interval = claim_interval
+        self._active: set[str] = set()  # orders this engine holds (queued, running, waiting)
+        self._leases: asyncio.Task[None] | None = None
         self._accepting = False
         self._stopping = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Resume every unfinished order, then start the workers."""
-        resumed = await self._store.unfinished()
-        for order in resumed:
-            run = self._run_for(order)
-            if order.status is Status.SUBMITTED:
-                self._spawn(self._confirms, self._confirm(run), f"confirm-{order.order_id}")
-            else:
-                await self._queue.put(run)
-        if resumed:
-            log.info("recovery: resuming %d unfinished order(s)", len(resumed))
-        self._workers = [
-            asyncio.create_task(self._worker(n), name=f"worker-{n}")
-            for n in range(self._settings.workers)
-        ]
+        """Resume the unfinished orders this replica may take, then start the workers."""
+        if self._execute:
+            resumed = await self._claim(own_too=True)
+            if resumed:
+                log.info("recovery: resuming %d unfinished order(s)", resumed)
+            self._workers = [
+                asyncio.create_task(self._worker(n), name=f"worker-{n}")
+                for n in range(self._settings.workers)
+            ]
+            self._leases = asyncio.create_task(self._keep_leases(), name="leases")
         self._accepting = True
+
+    async def _claim(self, *, own_too: bool = False) -> int:
+        room = self._queue.maxsize - self._queue.qsize()
+        claimed = [
+            o
+            for o in await self._store.claim(room, own_too=own_too)
+            if o.order_id not in self._active
+        ]
+        for order in claimed:
+            self._adopt(order)
+        return len(claimed)
+
+    def _adopt(self, order: Order) -> None:
+        self._active.add(order.order_id)
+        run = self._run_for(order)
+        if order.status is Status.SUBMITTED:
+            self._spawn(self._confirms, self._confirm(run), f"confirm-{order.order_id}")
+        else:
+            try:
+                self._queue.put_nowait(run)
+            except asyncio.QueueFull:  # filled while the claim was in flight: wait a turn
+                self._spawn(self._retries, self._requeue_after(run, 0), f"requeue-{order.order_id}")
+
+    async def _keep_leases(self) -> None:
+        """Renew this replica's leases well before they expire; take over orders nobody
+        holds. A store outage is waited out: leases lapse, and fencing keeps it safe."""
+        renew_every = self._lease_s / 3
+        tick = min(renew_every, self._claim_interval or renew_every)
+        since_renew = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            since_renew += tick
+            try:
+                if since_renew >= renew_every:
+                    since_renew = 0.0
+                    await self._store.renew()
+                if self._claim_interval is not None:
+                    taken = await self._claim()
+                    if taken:
+                        log.info("claimed %d order(s) nobody was working on", taken)
+            except StoreError as exc:
+                log.warning("lease upkeep failed (%s); retrying", exc)
 
     async def stop(self, grace: float) -> None:
         """Refuse new orders, let the stages under way reach the store, then stop.
@@ -159,15 +217,26 @@ class Engine:
             if late:
                 log.warning("shutdown: %d stage(s) did not finish within %.1fs", len(late), grace)
         await self._cancel_all([*self._workers, *self._confirms, *self._retries])
+        await self._cancel_all([self._leases] if self._leases else [])
         left = self._queue.qsize()
         if left:
             log.info("shutdown: %d queued order(s) stay pending for the next start", left)
+        if self._execute:
+            try:
+                # Another replica may take them at once instead of waiting for expiry.
+                released = await self._store.release()
+            except StoreError as exc:
+                log.warning("shutdown: leases not released (%s); they will expire", exc)
+            else:
+                if released:
+                    log.info("shutdown: released %d unfinished order(s)", released)
 
     async def abort(self) -> None:
         """Stop at once, mid-stage, as a crash would (used by recovery tests)."""
         self._accepting = False
         self._stopping = True
         await self._cancel_all([*self._workers, *self._confirms, *self._retries])
+        await self._cancel_all([self._leases] if self._leases else [])
 
     @staticmethod
     async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
@@ -202,7 +271,7 @@ class Engine:
         refused client has nothing to reconcile."""
         if not self._accepting:
             raise EngineUnavailable("the engine is shutting down", retry_after=5)
-        if self._queue.full():
+        if self._execute and self._queue.full():
             raise EngineUnavailable("the order queue is full", retry_after=1)
         now = self._now()
         order = Order(
@@ -234,8 +303,11 @@ class Engine:
                 "slippageBps": request.slippage_bps,
             },
         )
-        await self._store.create(order, first)
+        await self._store.create(order, first, owned=self._execute)
         await self._hub.publish(first)
+        if not self._execute:
+            return order  # a worker replica claims it
+        self._active.add(order.order_id)
         # The queue may have filled while the row was written; the order is stored, so it
         # is queued anyway (waiting) rather than lost: put() blocks only this request.
         await self._queue.put(self._run_for(order))
@@ -258,6 +330,8 @@ class Engine:
                 await self._advance(run)
             except asyncio.CancelledError:
                 raise
+            except OrderLost:
+                pass
             except Exception:
                 # A bug or a store outage: the order keeps its stored status and is resumed
                 # by the next start; one bad order must not take the worker down.
@@ -447,8 +521,15 @@ class Engine:
         check_transition(order.status, status)
         now = self._now()
         event = OrderEvent(order.order_id, order.last_seq + 1, status, message, now, data)
-        await self._store.append(Transition(event, update))
+        try:
+            await self._store.append(Transition(event, update))
+        except SeqConflict:
+            self._active.discard(order.order_id)
+            log.warning("[%s] taken over by another replica; letting it go", order.order_id)
+            raise OrderLost(order.order_id) from None
         run.order = _apply(order, event, update)
+        if status in TERMINAL:
+            self._active.discard(order.order_id)
         if status is Status.ROUTING:
             run.retry_reason = None
         log.info("[%s] %s", order.order_id, status.value)
@@ -469,6 +550,8 @@ class Engine:
             await coro
         except asyncio.CancelledError:
             raise
+        except OrderLost:
+            pass
         except Exception:
             log.exception("%s: unexpected error; the order is resumed at next start", name)
 

@@ -11,7 +11,14 @@ class UnsupportedStoreURL(ValueError):
     pass
 
 
-def store_from_url(url: str, *, sqlite_synchronous: str = "FULL", max_batch: int = 256) -> Store:
+def store_from_url(
+    url: str,
+    *,
+    sqlite_synchronous: str = "FULL",
+    max_batch: int = 256,
+    owner: str = "local",
+    lease_s: float = 30.0,
+) -> Store:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite://:memory:` or
     `postgresql://user@host:port/db[?schema=name]`. Backends are imported lazily."""
     if url.startswith("sqlite://"):
@@ -21,12 +28,14 @@ def store_from_url(url: str, *, sqlite_synchronous: str = "FULL", max_batch: int
         path = path.removeprefix("/") if path != ":memory:" else path
         if not path:
             raise UnsupportedStoreURL(f"sqlite URL has no path: {url!r}")
-        return SQLiteStore(path, synchronous=sqlite_synchronous, max_batch=max_batch)
+        return SQLiteStore(
+            path, synchronous=sqlite_synchronous, max_batch=max_batch, owner=owner, lease_s=lease_s
+        )
     if url.startswith(("postgresql://", "postgres://")):
         from order_engine.store.postgres import PostgresStore
 
         dsn, schema = _split_schema(url)
-        return PostgresStore(dsn, schema=schema, max_batch=max_batch)
+        return PostgresStore(dsn, schema=schema, max_batch=max_batch, owner=owner, lease_s=lease_s)
     raise UnsupportedStoreURL(f"unsupported store URL {url!r} (use sqlite:// or postgresql://)")
 
 

@@ -12,7 +12,8 @@ class StoreError(Exception):
 
 
 class SeqConflict(StoreError):
-    """The event's seq is not the order's next one: another writer got there first."""
+    """The write is fenced off: the event's seq is not the order's next one, or another
+    replica owns the order now (this one's lease expired and was taken over)."""
 
     def __init__(self, order_id: str, seq: int) -> None:
         super().__init__(f"order {order_id}: seq {seq} is not the next one")
@@ -37,14 +38,38 @@ class Store(Protocol):
         """Finish queued writes, then disconnect."""
         ...
 
-    async def create(self, order: Order, first: OrderEvent) -> None:
+    @property
+    def owner(self) -> str:
+        """This replica's id: the owner written on the orders it works on."""
+        ...
+
+    async def create(self, order: Order, first: OrderEvent, *, owned: bool = True) -> None:
         """Insert the order and its pending event (seq 1) in one transaction; committed when
-        this returns. Raises DuplicateOrder if the id or idempotency key is taken."""
+        this returns. `owned`: leased to this replica (it executes the order); otherwise
+        left for a worker to claim. Raises DuplicateOrder if the id or idempotency key is
+        taken."""
         ...
 
     async def append(self, transition: Transition) -> None:
         """Insert the event and update the order's status and columns in one transaction;
-        committed when this returns. Raises SeqConflict unless event.seq == last_seq + 1."""
+        committed when this returns. Raises SeqConflict unless event.seq == last_seq + 1
+        and this replica owns the order."""
+        ...
+
+    async def claim(self, limit: int, *, own_too: bool = False) -> list[Order]:
+        """Lease to this replica up to `limit` unfinished orders that nobody holds (no owner,
+        or an expired lease), oldest first; `own_too` also takes back orders leased to this
+        replica's id (a restart with a stable id). Concurrent claimers never get the same
+        order."""
+        ...
+
+    async def renew(self) -> int:
+        """Extend the lease of every unfinished order this replica owns; returns how many."""
+        ...
+
+    async def release(self) -> int:
+        """Give up every unfinished order this replica owns (graceful stop), so another
+        replica can take them at once; returns how many."""
         ...
 
     async def get(self, order_id: str) -> Order | None: ...

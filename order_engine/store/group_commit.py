@@ -21,6 +21,7 @@ from order_engine.store.base import StoreError
 class CreateWrite:
     order: Order
     first: OrderEvent
+    owned: bool  # leased to this replica at once (it executes the order)
     done: asyncio.Future[None]
 
 
@@ -72,8 +73,8 @@ class GroupCommit:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def create(self, order: Order, first: OrderEvent) -> None:
-        await self._submit(CreateWrite(order, first, self._future()))
+    async def create(self, order: Order, first: OrderEvent, owned: bool) -> None:
+        await self._submit(CreateWrite(order, first, owned, self._future()))
 
     async def append(self, transition: Transition) -> None:
         await self._submit(AppendWrite(transition, self._future()))

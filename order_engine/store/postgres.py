@@ -36,15 +36,17 @@ _ORDER_COLUMNS = (
     " client_order_id, idempotency_key, request_hash, created_at, updated_at"
 )
 _INSERT_ORDER = (
-    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES"
-    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES"
+    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
+    " $21, CASE WHEN $21::text IS NULL THEN NULL ELSE now() + make_interval(secs => $22) END)"
     " ON CONFLICT DO NOTHING RETURNING order_id"
 )
 _INSERT_EVENT = (
     "INSERT INTO order_events (order_id, seq, status, message, payload, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6)"
 )
-# The WHERE clause is the fence: the update matches only if this event is the next one.
+# The WHERE clause is the fence: the update matches only if this event is the next one and
+# this replica still owns the order.
 _UPDATE_ORDER = """
 UPDATE orders SET
     status = $1, last_seq = $2, updated_at = $3,
@@ -56,8 +58,23 @@ UPDATE orders SET
     min_amount_out = coalesce($9, min_amount_out),
     error_code = coalesce($10, error_code),
     error_message = coalesce($11, error_message)
-WHERE order_id = $12 AND last_seq = $13
+WHERE order_id = $12 AND last_seq = $13 AND owner = $14
 RETURNING order_id
+"""
+_UNFINISHED = "status NOT IN ('confirmed', 'failed')"
+# SKIP LOCKED: replicas claiming at the same moment split the orders instead of queueing
+# on each other's row locks; each order goes to exactly one of them.
+_CLAIM = f"""
+UPDATE orders SET owner = $1, lease_until = now() + make_interval(secs => $2)
+WHERE order_id IN (
+    SELECT order_id FROM orders
+    WHERE {_UNFINISHED}
+      AND (owner IS NULL OR lease_until < now() OR ($4 AND owner = $1))
+    ORDER BY created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {_ORDER_COLUMNS}
 """
 # Any constant shared by every replica: migrations run under this advisory lock, so two
 # replicas starting together do not both apply them.
@@ -129,9 +146,13 @@ class PostgresStore:
         schema: str | None = None,
         max_batch: int = 256,
         pool_size: int = 10,
+        owner: str = "local",
+        lease_s: float = 30.0,
     ) -> None:
         self._dsn = dsn
         self._schema = schema
+        self._owner = owner
+        self._lease_s = lease_s
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._writes = GroupCommit(self._commit_batch, max_batch=max_batch, name="pg-writer")
@@ -139,6 +160,10 @@ class PostgresStore:
     @property
     def batch_sizes(self) -> list[int]:
         return self._writes.batch_sizes
+
+    @property
+    def owner(self) -> str:
+        return self._owner
 
     async def open(self) -> None:
         settings = {"search_path": self._schema} if self._schema else {}
@@ -192,8 +217,8 @@ class PostgresStore:
 
     # -- writes -------------------------------------------------------------------------
 
-    async def create(self, order: Order, first: OrderEvent) -> None:
-        await self._writes.create(order, first)
+    async def create(self, order: Order, first: OrderEvent, *, owned: bool = True) -> None:
+        await self._writes.create(order, first, owned)
 
     async def append(self, transition: Any) -> None:
         await self._writes.append(transition)
@@ -239,6 +264,8 @@ class PostgresStore:
                 o.request_hash,
                 _ts(o.created_at),
                 _ts(o.updated_at),
+                self._owner if write.owned else None,
+                self._lease_s,
             )
             if inserted is None:
                 existing = await self._existing(conn, o)
@@ -262,6 +289,7 @@ class PostgresStore:
             u.error_message,
             e.order_id,
             e.seq - 1,
+            self._owner,
         )
         if updated is None:
             return SeqConflict(e.order_id, e.seq)
@@ -323,3 +351,33 @@ class PostgresStore:
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def claim(self, limit: int, *, own_too: bool = False) -> list[Order]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch(_CLAIM, self._owner, self._lease_s, limit, own_too)
+        return sorted((_order_from_record(r) for r in rows), key=lambda o: o.created_at)
+
+    async def renew(self) -> int:
+        return await self._count(
+            "UPDATE orders SET lease_until = now() + make_interval(secs => $2)"
+            f" WHERE owner = $1 AND {_UNFINISHED}",
+            self._owner,
+            self._lease_s,
+        )
+
+    async def release(self) -> int:
+        return await self._count(
+            "UPDATE orders SET owner = NULL, lease_until = NULL"
+            f" WHERE owner = $1 AND {_UNFINISHED}",
+            self._owner,
+        )
+
+    async def _count(self, sql: str, *args: Any) -> int:
+        try:
+            status: str = await self._p().execute(sql, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"PostgreSQL write failed: {exc}") from exc
+        return int(status.rsplit(" ", 1)[-1])  # "UPDATE <n>"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,15 @@ _ORDER_COLUMNS = (
     " executed_price, tx_hash, amount_out, min_amount_out, error_code, error_message,"
     " client_order_id, idempotency_key, request_hash, created_at, updated_at"
 )
-_INSERT_ORDER = f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+_INSERT_ORDER = (
+    f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES ({', '.join('?' * 22)})"
+)
 _INSERT_EVENT = (
     "INSERT INTO order_events (order_id, seq, status, message, payload, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
-# The WHERE clause is the fence: the update matches only if this event is the next one.
+# The WHERE clause is the fence: the update matches only if this event is the next one and
+# this replica owns the order.
 _UPDATE_ORDER = """
 UPDATE orders SET
     status = ?, last_seq = ?, updated_at = ?,
@@ -53,7 +58,18 @@ UPDATE orders SET
     min_amount_out = coalesce(?, min_amount_out),
     error_code = coalesce(?, error_code),
     error_message = coalesce(?, error_message)
-WHERE order_id = ? AND last_seq = ?
+WHERE order_id = ? AND last_seq = ? AND owner = ?
+"""
+_UNFINISHED = "status NOT IN ('confirmed', 'failed')"
+# A SQLite file has one process: an order leased to any other id was left by a dead one.
+_CLAIM = f"""
+UPDATE orders SET owner = :owner, lease_until = :until
+WHERE order_id IN (
+    SELECT order_id FROM orders
+    WHERE {_UNFINISHED} AND (owner IS NULL OR owner != :owner OR :own_too)
+    ORDER BY created_at LIMIT :limit
+)
+RETURNING {_ORDER_COLUMNS}
 """
 
 
@@ -160,7 +176,7 @@ def event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> OrderEvent:
     )
 
 
-def update_row(t: Transition) -> tuple[Any, ...]:
+def update_row(t: Transition, owner: str) -> tuple[Any, ...]:
     e, u = t.event, t.update
     return (
         e.status.value,
@@ -176,6 +192,7 @@ def update_row(t: Transition) -> tuple[Any, ...]:
         u.error_message,
         e.order_id,
         e.seq - 1,
+        owner,
     )
 
 
@@ -186,17 +203,30 @@ class SQLiteStore:
         *,
         synchronous: str = "FULL",
         max_batch: int = 256,
+        owner: str = "local",
+        lease_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = str(path)
         self._synchronous = synchronous
+        self._owner = owner
+        self._lease_s = lease_s
+        self._clock = clock
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        # Lease updates get a connection of their own: on the writer's they could land
+        # inside a batch's transaction and be rolled back with it.
+        self._leases: aiosqlite.Connection | None = None
         self._writes = GroupCommit(self._commit_batch, max_batch=max_batch, name="sqlite-writer")
         self._closed = False
 
     @property
     def batch_sizes(self) -> list[int]:
         return self._writes.batch_sizes
+
+    @property
+    def owner(self) -> str:
+        return self._owner
 
     async def open(self) -> None:
         if self._path != ":memory:":
@@ -210,6 +240,9 @@ class SQLiteStore:
         await self._migrate(self._writer)
         self._reader = await aiosqlite.connect(self._path, isolation_level=None)
         await self._reader.execute("PRAGMA busy_timeout=5000")
+        self._leases = await aiosqlite.connect(self._path, isolation_level=None)
+        await self._leases.execute("PRAGMA busy_timeout=5000")
+        await self._leases.execute(f"PRAGMA synchronous={self._synchronous}")
         self._writes.start()
 
     async def close(self) -> None:
@@ -226,7 +259,7 @@ class SQLiteStore:
         await self._disconnect()
 
     async def _disconnect(self) -> None:
-        for conn in (self._reader, self._writer):
+        for conn in (self._leases, self._reader, self._writer):
             if conn is not None:
                 await conn.close()
 
@@ -256,8 +289,8 @@ class SQLiteStore:
 
     # -- writes -------------------------------------------------------------------------
 
-    async def create(self, order: Order, first: OrderEvent) -> None:
-        await self._writes.create(order, first)
+    async def create(self, order: Order, first: OrderEvent, *, owned: bool = True) -> None:
+        await self._writes.create(order, first, owned)
 
     async def append(self, transition: Transition) -> None:
         await self._writes.append(transition)
@@ -270,11 +303,11 @@ class SQLiteStore:
         try:
             await conn.execute("BEGIN IMMEDIATE")
             if creates:
-                await conn.executemany(_INSERT_ORDER, [order_row(w.order) for w in creates])
+                await conn.executemany(_INSERT_ORDER, [self._create_row(w) for w in creates])
                 await conn.executemany(_INSERT_EVENT, [event_row(w.first) for w in creates])
             if appends:
                 cur = await conn.executemany(
-                    _UPDATE_ORDER, [update_row(w.transition) for w in appends]
+                    _UPDATE_ORDER, [update_row(w.transition, self._owner) for w in appends]
                 )
                 if cur.rowcount != len(appends):
                     raise _BatchRejected
@@ -298,10 +331,10 @@ class SQLiteStore:
         try:
             await conn.execute("BEGIN IMMEDIATE")
             if isinstance(write, CreateWrite):
-                await conn.execute(_INSERT_ORDER, order_row(write.order))
+                await conn.execute(_INSERT_ORDER, self._create_row(write))
                 await conn.execute(_INSERT_EVENT, event_row(write.first))
             else:
-                cur = await conn.execute(_UPDATE_ORDER, update_row(write.transition))
+                cur = await conn.execute(_UPDATE_ORDER, update_row(write.transition, self._owner))
                 if cur.rowcount != 1:
                     raise _BatchRejected
                 await conn.execute(_INSERT_EVENT, event_row(write.transition.event))
@@ -315,6 +348,45 @@ class SQLiteStore:
             fail(write, StoreError(f"sqlite write failed: {exc}"))
             return
         succeed(write)
+
+    def _create_row(self, write: CreateWrite) -> tuple[Any, ...]:
+        if not write.owned:
+            return (*order_row(write.order), None, None)
+        return (*order_row(write.order), self._owner, self._clock() + self._lease_s)
+
+    # -- leases -------------------------------------------------------------------------
+
+    def _lease_conn(self) -> aiosqlite.Connection:
+        if self._leases is None or self._closed:
+            raise StoreError("store is closed")
+        return self._leases
+
+    async def claim(self, limit: int, *, own_too: bool = False) -> list[Order]:
+        if limit <= 0:
+            return []
+        params = {
+            "owner": self._owner,
+            "until": self._clock() + self._lease_s,
+            "own_too": own_too,
+            "limit": limit,
+        }
+        async with self._lease_conn().execute(_CLAIM, params) as cur:
+            rows = await cur.fetchall()
+        return sorted((order_from_row(r) for r in rows), key=lambda o: o.created_at)
+
+    async def renew(self) -> int:
+        cur = await self._lease_conn().execute(
+            f"UPDATE orders SET lease_until = ? WHERE owner = ? AND {_UNFINISHED}",
+            (self._clock() + self._lease_s, self._owner),
+        )
+        return cur.rowcount
+
+    async def release(self) -> int:
+        cur = await self._lease_conn().execute(
+            f"UPDATE orders SET owner = NULL, lease_until = NULL WHERE owner = ? AND {_UNFINISHED}",
+            (self._owner,),
+        )
+        return cur.rowcount
 
     async def _rule_error(self, write: Write) -> Exception:
         if isinstance(write, AppendWrite):

@@ -10,7 +10,7 @@ the shared simulated chain service; a real adapter would speak to Solana.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -157,3 +157,17 @@ class Chain(Protocol):
         """Wait until the signature is no longer pending (as a signatureSubscribe would),
         or `timeout` seconds; returns the status then."""
         ...
+
+
+class Market(Protocol):
+    """Where the venues and the chain come from: in-process, or a shared service."""
+
+    @property
+    def venues(self) -> Mapping[str, Venue]: ...
+
+    @property
+    def chain(self) -> Chain: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
