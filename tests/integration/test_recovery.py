@@ -25,11 +25,13 @@ async def running(settings: Settings, market: SimulatedMarket) -> AsyncIterator[
     is left exactly as a crash would leave it."""
     s = build_services(settings, market=market)
     await s.store.open()
+    await s.hub.start()
     await s.engine.start()
     try:
         yield s
     finally:
         await s.engine.abort()
+        await s.hub.stop()
         await s.store.abort()  # type: ignore[attr-defined]
 
 
