@@ -44,6 +44,7 @@ from order_engine.venues.base import (
     Receipt,
     TransientVenueError,
     TxState,
+    TxStatus,
     VenueError,
 )
 from order_engine.venues.tokens import Token, TokenRegistry
@@ -55,7 +56,8 @@ INTERNAL_ERROR = "internal_error"
 
 
 class OrderLost(Exception):
-    """Another replica owns the order now: this one stops working on it."""
+    """A write was fenced off: another replica owns the order now (or this replica's view
+    of it is stale). The stored state decides what happens next."""
 
 
 class EngineUnavailable(Exception):
@@ -171,7 +173,9 @@ class Engine:
         self._active.add(order.order_id)
         run = self._run_for(order)
         if order.status is Status.SUBMITTED:
-            self._spawn(self._confirms, self._confirm(run), f"confirm-{order.order_id}")
+            self._spawn(
+                self._confirms, self._confirm(run), f"confirm-{order.order_id}", order.order_id
+            )
         else:
             try:
                 self._queue.put_nowait(run)
@@ -330,11 +334,11 @@ class Engine:
                 await self._advance(run)
             except asyncio.CancelledError:
                 raise
-            except OrderLost:
-                pass
+            except (OrderLost, StoreError) as exc:
+                self._resume_from_store(run.order.order_id, exc)
             except Exception:
-                # A bug or a store outage: the order keeps its stored status and is resumed
-                # by the next start; one bad order must not take the worker down.
+                # A bug: the order keeps its stored status and is resumed by the next start;
+                # one bad order must not take the worker down.
                 log.exception("[%s] worker %d: unexpected error", run.order.order_id, n)
             finally:
                 self._busy.pop(n, None)
@@ -396,7 +400,10 @@ class Engine:
             self._in_flight.release()
             raise
         self._spawn(
-            self._confirms, self._confirm(run, holds_slot=True), f"confirm-{order.order_id}"
+            self._confirms,
+            self._confirm(run, holds_slot=True),
+            f"confirm-{order.order_id}",
+            order.order_id,
         )
 
     def _next_attempt(self, run: _Run) -> int:
@@ -414,12 +421,12 @@ class Engine:
         assert signature is not None, "a submitted order has a signature"
         try:
             timeout = self._settings.confirm_timeout_ms / 1000
-            status = await self._chain.wait(signature, timeout)
+            status = await self._ask_chain(order.order_id, signature, timeout)
             while status.state is TxState.PENDING:
                 # A transaction still pending may yet land; deciding now could execute the
                 # order twice, so keep waiting until the chain settles it (blockhash expiry).
                 log.warning("[%s] %s still pending after %.0fs", order.order_id, signature, timeout)
-                status = await self._chain.wait(signature, timeout)
+                status = await self._ask_chain(order.order_id, signature, timeout)
         finally:
             if holds_slot:
                 self._in_flight.release()
@@ -435,6 +442,18 @@ class Engine:
             await self._retry_or_fail(
                 run, TransientVenueError(TX_UNKNOWN, "the chain never received the transaction")
             )
+
+    async def _ask_chain(self, order_id: str, signature: str, timeout: float) -> TxStatus:
+        """The transaction's fate. An unreachable chain is asked again (backing off): its
+        answer is never guessed."""
+        delay = self._settings.retry_base_ms / 1000
+        while True:
+            try:
+                return await self._chain.wait(signature, timeout)
+            except VenueError as exc:
+                log.warning("[%s] cannot ask the chain (%s); asking again", order_id, exc.code)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max_ms / 1000)
 
     async def _confirmed(self, run: _Run, receipt: Receipt) -> None:
         price = float(
@@ -524,9 +543,8 @@ class Engine:
         try:
             await self._store.append(Transition(event, update))
         except SeqConflict:
-            self._active.discard(order.order_id)
-            log.warning("[%s] taken over by another replica; letting it go", order.order_id)
-            raise OrderLost(order.order_id) from None
+            # Usually another replica took the order over; `_reload` checks.
+            raise OrderLost(f"write of seq {event.seq} fenced off") from None
         run.order = _apply(order, event, update)
         if status in TERMINAL:
             self._active.discard(order.order_id)
@@ -535,23 +553,51 @@ class Engine:
         log.info("[%s] %s", order.order_id, status.value)
         await self._hub.publish(event)
 
+    def _resume_from_store(self, order_id: str, cause: Exception) -> None:
+        """A write failed, or was fenced off: what the store holds is the truth now. Read it
+        back (waiting out an outage) and go on from there, unless the order is finished or
+        another replica owns it."""
+        log.warning("[%s] %s; resuming from the stored state", order_id, cause)
+        self._spawn(self._retries, self._reload(order_id), f"reload-{order_id}")
+
+    async def _reload(self, order_id: str) -> None:
+        delay = self._settings.retry_base_ms / 1000
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                order = await self._store.get(order_id)
+                break
+            except StoreError:
+                delay = min(delay * 2, self._settings.retry_max_ms / 1000)
+        if order is None or order.terminal or order.owner != self._store.owner:
+            self._active.discard(order_id)
+            return
+        self._adopt(order)
+
     def _spawn(
-        self, tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None], name: str
+        self,
+        tasks: set[asyncio.Task[None]],
+        coro: Coroutine[Any, Any, None],
+        name: str,
+        order_id: str | None = None,
     ) -> None:
-        task = asyncio.create_task(self._guard(coro, name), name=name)
+        task = asyncio.create_task(self._guard(coro, name, order_id), name=name)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         # A task cancelled before its first step never starts `coro`: close it quietly.
         task.add_done_callback(lambda _: coro.close())
 
-    @staticmethod
-    async def _guard(coro: Coroutine[Any, Any, None], name: str) -> None:
+    async def _guard(
+        self, coro: Coroutine[Any, Any, None], name: str, order_id: str | None
+    ) -> None:
         try:
             await coro
         except asyncio.CancelledError:
             raise
-        except OrderLost:
-            pass
+        except (OrderLost, StoreError) as exc:
+            if order_id is None:
+                raise
+            self._resume_from_store(order_id, exc)
         except Exception:
             log.exception("%s: unexpected error; the order is resumed at next start", name)
 

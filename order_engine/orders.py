@@ -107,6 +107,8 @@ class Order:
     min_amount_out: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # The replica leasing the order (None: nobody): lease bookkeeping, not order content.
+    owner: str | None = field(default=None, compare=False)
 
     @property
     def terminal(self) -> bool:

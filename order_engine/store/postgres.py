@@ -35,6 +35,7 @@ _ORDER_COLUMNS = (
     " executed_price, tx_hash, amount_out, min_amount_out, error_code, error_message,"
     " client_order_id, idempotency_key, request_hash, created_at, updated_at"
 )
+_READ_COLUMNS = f"{_ORDER_COLUMNS}, owner"
 _INSERT_ORDER = (
     f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES"
     " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
@@ -74,7 +75,7 @@ WHERE order_id IN (
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
-RETURNING {_ORDER_COLUMNS}
+RETURNING {_READ_COLUMNS}
 """
 # Any constant shared by every replica: migrations run under this advisory lock, so two
 # replicas starting together do not both apply them.
@@ -115,6 +116,7 @@ def _order_from_record(r: asyncpg.Record) -> Order:
         min_amount_out=_int(r["min_amount_out"]),
         error_code=r["error_code"],
         error_message=r["error_message"],
+        owner=r["owner"],
     )
 
 
@@ -305,7 +307,7 @@ class PostgresStore:
     @staticmethod
     async def _existing(conn: asyncpg.Connection, order: Order) -> Order | None:
         row = await conn.fetchrow(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+            f"SELECT {_READ_COLUMNS} FROM orders WHERE order_id = $1"
             " OR (idempotency_key IS NOT NULL AND idempotency_key = $2) LIMIT 1",
             order.order_id,
             order.idempotency_key,
@@ -323,13 +325,13 @@ class PostgresStore:
 
     async def get(self, order_id: str) -> Order | None:
         rows = await self._fetch(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = $1", order_id
+            f"SELECT {_READ_COLUMNS} FROM orders WHERE order_id = $1", order_id
         )
         return _order_from_record(rows[0]) if rows else None
 
     async def by_idempotency_key(self, key: str) -> Order | None:
         rows = await self._fetch(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1", key
+            f"SELECT {_READ_COLUMNS} FROM orders WHERE idempotency_key = $1", key
         )
         return _order_from_record(rows[0]) if rows else None
 
@@ -344,7 +346,7 @@ class PostgresStore:
 
     async def unfinished(self) -> list[Order]:
         rows = await self._fetch(
-            f"SELECT {_ORDER_COLUMNS} FROM orders"
+            f"SELECT {_READ_COLUMNS} FROM orders"
             " WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_at"
         )
         return [_order_from_record(r) for r in rows]

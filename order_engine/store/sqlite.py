@@ -38,6 +38,7 @@ _ORDER_COLUMNS = (
     " executed_price, tx_hash, amount_out, min_amount_out, error_code, error_message,"
     " client_order_id, idempotency_key, request_hash, created_at, updated_at"
 )
+_READ_COLUMNS = f"{_ORDER_COLUMNS}, owner"
 _INSERT_ORDER = (
     f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES ({', '.join('?' * 22)})"
 )
@@ -69,7 +70,7 @@ WHERE order_id IN (
     WHERE {_UNFINISHED} AND (owner IS NULL OR owner != :owner OR :own_too)
     ORDER BY created_at LIMIT :limit
 )
-RETURNING {_ORDER_COLUMNS}
+RETURNING {_READ_COLUMNS}
 """
 
 
@@ -128,6 +129,7 @@ def order_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Order:
         request_hash,
         created_at,
         updated_at,
+        owner,
     ) = tuple(row)
     return Order(
         order_id=order_id,
@@ -150,6 +152,7 @@ def order_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Order:
         min_amount_out=_opt_int(min_amount_out),
         error_code=error_code,
         error_message=error_message,
+        owner=owner,
     )
 
 
@@ -413,13 +416,13 @@ class SQLiteStore:
         return self._reader
 
     async def get(self, order_id: str) -> Order | None:
-        sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = ?"
+        sql = f"SELECT {_READ_COLUMNS} FROM orders WHERE order_id = ?"
         async with self._read_conn().execute(sql, (order_id,)) as cur:
             row = await cur.fetchone()
         return None if row is None else order_from_row(row)
 
     async def by_idempotency_key(self, key: str) -> Order | None:
-        sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE idempotency_key = ?"
+        sql = f"SELECT {_READ_COLUMNS} FROM orders WHERE idempotency_key = ?"
         async with self._read_conn().execute(sql, (key,)) as cur:
             row = await cur.fetchone()
         return None if row is None else order_from_row(row)
@@ -435,7 +438,7 @@ class SQLiteStore:
 
     async def unfinished(self) -> list[Order]:
         sql = (
-            f"SELECT {_ORDER_COLUMNS} FROM orders"
+            f"SELECT {_READ_COLUMNS} FROM orders"
             " WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_at"
         )
         async with self._read_conn().execute(sql) as cur:
