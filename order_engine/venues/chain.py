@@ -81,6 +81,10 @@ class SimulatedChain:
     async def build(self, legs: Sequence[Quote], min_out: int) -> Tx:
         if not legs:
             raise ValueError("a transaction needs at least one leg")
+        if len({leg.venue for leg in legs}) != len(legs):
+            # Legs are dry-run one by one against the same pools; two on one venue would
+            # each see the pools before the other moved them.
+            raise ValueError("a transaction holds at most one leg per venue")
         # 64 random bytes, as an ed25519 signature: unique across processes and restarts,
         # which a seeded generator would not be.
         return Tx(
@@ -166,11 +170,12 @@ class SimulatedChain:
             )
             return
         try:
-            outs = [self._leg_out(leg, commit=False) for leg in tx.legs]
+            total, fillable = sum(self._leg_out(leg, commit=False) for leg in tx.legs), True
         except (PoolExhausted, DustAmount):
-            outs = [0]
-        total = sum(outs)
-        if total < tx.min_out:
+            # A leg the pools can no longer fill fails the whole transaction, even with a
+            # zero minimum: committing it would raise half way through the legs.
+            total, fillable = 0, False
+        if not fillable or total < tx.min_out:
             token = tx.legs[0].token_out
             self._settle(
                 signature,

@@ -28,8 +28,9 @@ class Profile:
             raise ValueError("drop_rate must be in [0, 1)")
         if self.drift_interval_ms < 0 or self.drift_sigma_bps < 0:
             raise ValueError("drift_interval_ms and drift_sigma_bps must not be negative")
-        if not 0 <= self.drift_reversion <= 1:
-            raise ValueError("drift_reversion must be in [0, 1]")
+        if not 0 < self.drift_reversion <= 1:
+            # 0 would be a random walk without a mean: prices would wander off for good.
+            raise ValueError("drift_reversion must be in (0, 1]")
 
 
 PROFILES: dict[str, Profile] = {

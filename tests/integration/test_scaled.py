@@ -1,0 +1,119 @@
+"""Two engine replicas on PostgreSQL + Redis, one shared chain service, nginx in front: the
+compose topology as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.cluster import Process, chain_service, engine, nginx
+from tests.services import postgres_schema
+
+ORDER = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1.5}
+
+
+@dataclass
+class Cluster:
+    chain: Process
+    a: Process
+    b: Process
+    lb: Process
+    store_url: str
+    http: aiohttp.ClientSession
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        store_url = await stack.enter_async_context(postgres_schema())
+        chain = await stack.enter_async_context(chain_service(tmp_path))
+        a = await stack.enter_async_context(engine(tmp_path, "a", store_url, chain.url))
+        b = await stack.enter_async_context(engine(tmp_path, "b", store_url, chain.url))
+        lb = await stack.enter_async_context(nginx(tmp_path, [a.url, b.url]))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        yield Cluster(chain, a, b, lb, store_url, http)
+
+
+async def post(c: Cluster, base: str) -> str:
+    async with c.http.post(f"{base}/api/order/execute", json=ORDER) as resp:
+        body = await resp.json()
+        assert resp.status == 201, body
+        order_id: str = body["orderId"]
+        return order_id
+
+
+async def stream(c: Cluster, base: str, order_id: str, timeout: float = 15) -> list[dict[str, Any]]:
+    """Every event of the order, from a WebSocket, until the server closes it."""
+    ws_url = base.replace("http://", "ws://") + f"/api/order/status?orderId={order_id}"
+    events = []
+    async with asyncio.timeout(timeout), c.http.ws_connect(ws_url) as ws:
+        async for msg in ws:
+            events.append(msg.json())
+        assert ws.close_code == 1000, ws.close_code
+    return events
+
+
+async def ledger(c: Cluster) -> list[dict[str, Any]]:
+    async with c.http.get(f"{c.chain.url}/admin/ledger") as resp:
+        body = await resp.json()
+    entries: list[dict[str, Any]] = body["entries"] if isinstance(body, dict) else body
+    return entries
+
+
+def check(events: list[dict[str, Any]]) -> None:
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    statuses = [e["status"] for e in events]
+    assert statuses[-1] == "confirmed", statuses
+    assert statuses.count("submitted") == 1
+
+
+async def test_a_watcher_on_one_replica_sees_an_order_executed_on_the_other(
+    cluster: Cluster,
+) -> None:
+    order_id = await post(cluster, cluster.a.url)
+    check(await stream(cluster, cluster.b.url, order_id))
+
+
+async def test_orders_through_the_load_balancer_run_on_both_replicas(cluster: Cluster) -> None:
+    order_ids = [await post(cluster, cluster.lb.url) for _ in range(20)]
+    results = await asyncio.gather(*(stream(cluster, cluster.lb.url, o) for o in order_ids))
+    for events in results:
+        check(events)
+    entries = await ledger(cluster)
+    assert len(entries) == len({e["signature"] for e in entries}) == 20
+    conn = await asyncpg.connect(cluster.store_url.split("?")[0])
+    try:
+        schema = cluster.store_url.split("schema=")[1]
+        owners = {r["owner"] for r in await conn.fetch(f'SELECT owner FROM "{schema}".orders')}
+    finally:
+        await conn.close()
+    assert owners == {"a", "b"}
+
+
+async def test_a_killed_replicas_orders_finish_on_the_other_exactly_once(
+    cluster: Cluster,
+) -> None:
+    await cluster.http.post(f"{cluster.chain.url}/admin/hold")
+    order_ids = [await post(cluster, cluster.a.url) for _ in range(6)]
+    # Wait (through b, over Redis) until a has sent every transaction, then kill a.
+    ws_base = cluster.b.url.replace("http://", "ws://")
+    for order_id in order_ids:
+        async with cluster.http.ws_connect(f"{ws_base}/api/order/status?orderId={order_id}") as ws:
+            while (await ws.receive_json(timeout=10))["status"] != "submitted":
+                pass
+    cluster.a.kill()
+    await cluster.http.post(f"{cluster.chain.url}/admin/release")
+    # Through nginx, which finds a dead and serves everything from b.
+    results = await asyncio.gather(*(stream(cluster, cluster.lb.url, o) for o in order_ids))
+    for events in results:
+        check(events)
+    entries = await ledger(cluster)
+    assert len(entries) == len({e["signature"] for e in entries}) == 6
