@@ -1,4 +1,5 @@
-"""PostgreSQL goes away and comes back: clear 503s meanwhile, nothing lost, no restart."""
+"""PostgreSQL or Redis goes away and comes back: clear 503s meanwhile, nothing lost, no
+restart."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from order_engine.app import build_app
 from order_engine.venues import SimulatedMarket
 from tests.conftest import assert_gap_free, make_settings, post_order, services, watch
 from tests.proxy import TcpProxy
-from tests.services import postgres_schema
+from tests.services import REDIS_HOST, REDIS_PORT, postgres_schema, require_redis
 
 
 @contextmanager
@@ -100,3 +101,28 @@ async def test_an_order_in_flight_during_the_outage_finishes_after_it(
     assert_gap_free(events)
     assert [e["status"] for e in events][-1] == "confirmed"
     assert len(chain.ledger) == 1
+
+
+async def test_orders_execute_while_redis_is_down(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> None:
+    """Redis only carries notifications: without it the engine still executes, and the
+    watchers re-read the store until it is back."""
+    require_redis()
+    redis = TcpProxy(REDIS_HOST, REDIS_PORT)
+    await redis.start()
+    try:
+        settings = make_settings(tmp_path, hub={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
+        client = await aiohttp_client(build_app(settings, market=market))
+        assert (await client.get("/readyz")).status == 200
+        redis.cut()
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["hub"] != "ok"
+        order_id = await post_order(client)
+        events = await watch(client, order_id)
+        assert_gap_free(events)
+        assert events[-1]["status"] == "confirmed"
+        redis.restore()
+    finally:
+        await redis.stop()
