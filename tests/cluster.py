@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import REDIS_HOST, REDIS_PORT, REQUIRE_SERVICES, free_port, require_redis
+from tests.services import REQUIRE_SERVICES, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,14 +83,13 @@ def chain_service(tmp_path: Path) -> AbstractAsyncContextManager[Process]:
 
 
 def engine(
-    tmp_path: Path, name: str, store_url: str, chain_url: str, *extra: str
+    tmp_path: Path, name: str, store_url: str, chain_url: str, redis_url: str, *extra: str
 ) -> AbstractAsyncContextManager[Process]:
-    require_redis()
     port = free_port()
     env = {
         "PORT": str(port),
         "ORDER_ENGINE_STORE_URL": store_url,
-        "REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+        "REDIS_URL": redis_url,
         "ORDER_ENGINE_VENUES_CHAIN_URL": chain_url,
         "ORDER_ENGINE_ENGINE_REPLICA_ID": name,
         "ORDER_ENGINE_ENGINE_LEASE_S": "1.0",
@@ -154,3 +153,27 @@ http {{
     args = [binary, "-p", str(tmp_path / "nginx"), "-c", str(conf)]
     # nginx logs this once its listening sockets are open.
     return process(args, "start worker process", f"http://127.0.0.1:{port}", tmp_path / "nginx.log")
+
+
+@asynccontextmanager
+async def redis_server(port: int, tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A Redis of this test's own, so it can be stopped mid-stream."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    process = await asyncio.create_subprocess_exec(
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    async with asyncio.timeout(10):
+        while b"Ready to accept connections" not in (line := await process.stdout.readline()):
+            assert line, "redis-server exited before it was ready"
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -205,7 +205,7 @@ async def _healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "profile": market.profile.name,
             "venues": sorted(market.venues),
-            "slot": market.chain.slot,
+            "slot": market.chain.current_slot(),
         }
     )
 
@@ -301,4 +301,4 @@ async def _faults(request: web.Request) -> web.Response:
 async def _ledger(request: web.Request) -> web.Response:
     chain = request.app[MARKET].chain
     entries = [ledger_entry_to_json(entry) for entry in chain.ledger]
-    return json_response({"slot": chain.slot, "entries": entries})
+    return json_response({"slot": chain.current_slot(), "entries": entries})

@@ -363,9 +363,12 @@ class PostgresStore:
         return sorted((_order_from_record(r) for r in rows), key=lambda o: o.created_at)
 
     async def renew(self) -> int:
+        # SKIP LOCKED: a row locked by a batch being written now is renewed next time;
+        # waiting for it could deadlock against that batch (rows locked in another order).
         return await self._count(
             "UPDATE orders SET lease_until = now() + make_interval(secs => $2)"
-            f" WHERE owner = $1 AND {_UNFINISHED}",
+            " WHERE order_id IN (SELECT order_id FROM orders"
+            f" WHERE owner = $1 AND {_UNFINISHED} FOR UPDATE SKIP LOCKED)",
             self._owner,
             self._lease_s,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,8 +34,9 @@ from order_engine.venues.pool import DustAmount, PoolExhausted
 from order_engine.venues.profiles import Profile
 from order_engine.venues.venue import SimulatedVenue
 
-# Solana's blockhash stays valid for 150 slots.
+# Solana's blockhash stays valid for 150 slots of about 400 ms: a minute.
 BLOCKHASH_VALIDITY_SLOTS = 150
+SLOT_SECONDS = 0.4
 _PENDING = TxStatus(TxState.PENDING)
 _UNKNOWN = TxStatus(TxState.UNKNOWN)
 
@@ -68,7 +70,8 @@ class SimulatedChain:
         self._profile = profile
         self._rng = rng
         self._clock = clock
-        self.slot = 0
+        self.slot = 0  # advances with time (see `current_slot`); tests may move it forward
+        self._epoch = time.monotonic()
         self.ledger: list[LedgerEntry] = []
         self._statuses: dict[str, TxStatus] = {}
         self._in_flight: dict[str, _InFlight] = {}
@@ -93,13 +96,18 @@ class SimulatedChain:
             min_out=min_out,
             wrap_sol=legs[0].token_in.native,
             unwrap_sol=legs[0].token_out.native,
-            last_valid_slot=self.slot + BLOCKHASH_VALIDITY_SLOTS,
+            last_valid_slot=self.current_slot() + BLOCKHASH_VALIDITY_SLOTS,
         )
+
+    def current_slot(self) -> int:
+        """Slots pass with time, as on chain, however many transactions land in each."""
+        self.slot = max(self.slot, int((time.monotonic() - self._epoch) / SLOT_SECONDS))
+        return self.slot
 
     async def submit(self, tx: Tx) -> str:
         if tx.signature in self._statuses:
             return tx.signature  # a resend of the same signed transaction lands at most once
-        dropped = self.slot > tx.last_valid_slot or self._draw_drop()
+        dropped = self.current_slot() > tx.last_valid_slot or self._draw_drop()
         self._statuses[tx.signature] = _PENDING
         self._in_flight[tx.signature] = _InFlight(tx, dropped)
         low, high = self._profile.land_latency_ms
@@ -193,13 +201,13 @@ class SimulatedChain:
         fills = tuple(
             LegFill(leg.venue, leg.amount_in, self._leg_out(leg, commit=True)) for leg in tx.legs
         )
-        self.slot += 1
+        slot = self.current_slot()
         amount_in = sum(fill.amount_in for fill in fills)
-        receipt = Receipt(signature, self.slot, amount_in, total, fills)
+        receipt = Receipt(signature, slot, amount_in, total, fills)
         self.ledger.append(
             LedgerEntry(
                 signature,
-                self.slot,
+                slot,
                 tx.legs[0].token_in.symbol,
                 tx.legs[0].token_out.symbol,
                 amount_in,

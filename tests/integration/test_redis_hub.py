@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 
 from order_engine.hub.redis import CHANNEL, RedisHub
 from order_engine.orders import OrderEvent, Status
-from tests.services import REDIS_HOST, REDIS_PORT, REQUIRE_SERVICES, free_port, require_redis
+from tests.cluster import redis_server
+from tests.services import REDIS_HOST, REDIS_PORT, free_port, require_redis
 
 ORDER = "00000000-0000-4000-8000-000000000001"
 
 
 def event(seq: int) -> OrderEvent:
     return OrderEvent(ORDER, seq, Status.ROUTING, "m", 1.0, {"attempt": seq})
-
-
-@asynccontextmanager
-async def redis_server(port: int, tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A Redis of this test's own, so it can be stopped mid-stream."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    process = await asyncio.create_subprocess_exec(
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--dir", str(tmp_path), stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
-    async with asyncio.timeout(10):
-        while b"Ready to accept connections" not in await process.stdout.readline():
-            pass
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 @asynccontextmanager

@@ -14,8 +14,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.cluster import Process, chain_service, engine, nginx
-from tests.services import postgres_schema
+from tests.cluster import Process, chain_service, engine, nginx, redis_server
+from tests.services import free_port, postgres_schema
 
 ORDER = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1.5}
 
@@ -26,6 +26,8 @@ class Cluster:
     a: Process
     b: Process
     lb: Process
+    redis: asyncio.subprocess.Process
+    redis_port: int
     store_url: str
     http: aiohttp.ClientSession
 
@@ -34,12 +36,18 @@ class Cluster:
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with AsyncExitStack() as stack:
         store_url = await stack.enter_async_context(postgres_schema())
+        # A Redis of the test's own, so a test can stop it mid-stream.
+        redis_port = free_port()
+        redis = await stack.enter_async_context(redis_server(redis_port, tmp_path))
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
         chain = await stack.enter_async_context(chain_service(tmp_path))
-        a = await stack.enter_async_context(engine(tmp_path, "a", store_url, chain.url))
-        b = await stack.enter_async_context(engine(tmp_path, "b", store_url, chain.url))
+        a = await stack.enter_async_context(engine(tmp_path, "a", store_url, chain.url, redis_url))
+        b = await stack.enter_async_context(engine(tmp_path, "b", store_url, chain.url, redis_url))
         lb = await stack.enter_async_context(nginx(tmp_path, [a.url, b.url]))
-        http = await stack.enter_async_context(aiohttp.ClientSession())
-        yield Cluster(chain, a, b, lb, store_url, http)
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        )
+        yield Cluster(chain, a, b, lb, redis, redis_port, store_url, http)
 
 
 async def post(c: Cluster, base: str) -> str:
@@ -82,13 +90,17 @@ async def test_a_watcher_on_one_replica_sees_an_order_executed_on_the_other(
     check(await stream(cluster, cluster.b.url, order_id))
 
 
-async def test_orders_through_the_load_balancer_run_on_both_replicas(cluster: Cluster) -> None:
-    order_ids = [await post(cluster, cluster.lb.url) for _ in range(20)]
-    results = await asyncio.gather(*(stream(cluster, cluster.lb.url, o) for o in order_ids))
+async def test_300_orders_through_the_load_balancer_run_on_both_replicas(
+    cluster: Cluster,
+) -> None:
+    order_ids = await asyncio.gather(*(post(cluster, cluster.lb.url) for _ in range(300)))
+    results = await asyncio.gather(
+        *(stream(cluster, cluster.lb.url, o, timeout=60) for o in order_ids)
+    )
     for events in results:
         check(events)
     entries = await ledger(cluster)
-    assert len(entries) == len({e["signature"] for e in entries}) == 20
+    assert len(entries) == len({e["signature"] for e in entries}) == 300
     conn = await asyncpg.connect(cluster.store_url.split("?")[0])
     try:
         schema = cluster.store_url.split("schema=")[1]
@@ -98,17 +110,42 @@ async def test_orders_through_the_load_balancer_run_on_both_replicas(cluster: Cl
     assert owners == {"a", "b"}
 
 
+async def wait_submitted(cluster: Cluster, base: str, order_ids: list[str]) -> None:
+    ws_base = base.replace("http://", "ws://")
+    for order_id in order_ids:
+        async with cluster.http.ws_connect(f"{ws_base}/api/order/status?orderId={order_id}") as ws:
+            while (await ws.receive_json(timeout=10))["status"] != "submitted":
+                pass
+
+
+async def test_no_watcher_misses_an_event_while_redis_restarts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Orders run on `a`, their watchers sit on `b`: the events travel through Redis, which
+    is stopped mid-stream. `b`'s watchers fall back to the store, then Redis returns."""
+    await cluster.http.post(f"{cluster.chain.url}/admin/hold")
+    order_ids = [await post(cluster, cluster.a.url) for _ in range(5)]
+    await wait_submitted(cluster, cluster.a.url, order_ids)
+    watchers = [
+        asyncio.create_task(stream(cluster, cluster.b.url, o, timeout=30)) for o in order_ids
+    ]
+    cluster.redis.kill()
+    await cluster.redis.wait()
+    await cluster.http.post(f"{cluster.chain.url}/admin/release")  # confirmed while Redis is down
+    for events in await asyncio.gather(*watchers):
+        check(events)
+    async with redis_server(cluster.redis_port, tmp_path):
+        order_id = await post(cluster, cluster.a.url)
+        check(await stream(cluster, cluster.b.url, order_id))
+
+
 async def test_a_killed_replicas_orders_finish_on_the_other_exactly_once(
     cluster: Cluster,
 ) -> None:
     await cluster.http.post(f"{cluster.chain.url}/admin/hold")
     order_ids = [await post(cluster, cluster.a.url) for _ in range(6)]
     # Wait (through b, over Redis) until a has sent every transaction, then kill a.
-    ws_base = cluster.b.url.replace("http://", "ws://")
-    for order_id in order_ids:
-        async with cluster.http.ws_connect(f"{ws_base}/api/order/status?orderId={order_id}") as ws:
-            while (await ws.receive_json(timeout=10))["status"] != "submitted":
-                pass
+    await wait_submitted(cluster, cluster.b.url, order_ids)
     cluster.a.kill()
     await cluster.http.post(f"{cluster.chain.url}/admin/release")
     # Through nginx, which finds a dead and serves everything from b.
