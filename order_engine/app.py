@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from order_engine.api.auth import ApiKeys, auth_middleware
 from order_engine.api.http import OrderSubmitter, RestHandlers, error_middleware
 from order_engine.api.openapi import openapi_document
+from order_engine.api.ratelimit import TokenBuckets, rate_limit_middleware
 from order_engine.api.validation import OrderParser
 from order_engine.api.ws import CLOSE_GOING_AWAY, Connections, OrderStreams
 from order_engine.config import Settings
@@ -93,21 +95,27 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         # One process per SQLite file: nobody else's orders to take over after start-up.
         claim_interval=None if sqlite else settings.engine.claim_interval_ms / 1000,
     )
-    return Services(settings, store, hub, market, engine, Connections())
+    connections = Connections(per_client=settings.limits.websockets_per_client)
+    return Services(settings, store, hub, market, engine, connections)
 
 
 def build_app(settings: Settings, *, market: Market | None = None) -> web.Application:
     services = build_services(settings, market=market)
-    app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes
-    )
+    # Outermost first: every refusal (auth, limits) is answered as JSON.
+    middlewares = [error_middleware, auth_middleware(ApiKeys(settings.auth.api_keys))]
+    if settings.limits.requests_per_s > 0:
+        buckets = TokenBuckets(settings.limits.requests_per_s, settings.limits.burst)
+        middlewares.append(rate_limit_middleware(buckets, settings.limits.trust_forwarded_for))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.server.max_body_bytes)
     app[SERVICES] = services
     parser = OrderParser(
         REGISTRY,
         default_slippage_bps=settings.orders.default_slippage_bps,
         max_slippage_bps=settings.orders.max_slippage_bps,
     )
-    submitter = OrderSubmitter(services.engine, services.store)
+    submitter = OrderSubmitter(
+        services.engine, services.store, idempotency_ttl_s=settings.orders.idempotency_ttl_s
+    )
     rest = RestHandlers(
         submitter=submitter,
         store=services.store,
@@ -125,6 +133,7 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         heartbeat=settings.websocket.heartbeat_s,
         send_timeout=settings.websocket.send_timeout_s,
         max_message_bytes=settings.server.max_body_bytes,
+        trust_forwarded_for=settings.limits.trust_forwarded_for,
     )
     openapi_body = orjson.dumps(openapi_document())
 

@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"order_engine {__version__}")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the service (the default)")
+    key = sub.add_parser("new-key", help="make an API key and the [auth] api_keys entry for it")
+    key.add_argument("name", help="the client's name (orders are scoped to it)")
     for p in (parser, serve):
         p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
         p.add_argument("--port", type=int, help="port to listen on (default 3000, env PORT)")
@@ -45,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "new-key":
+        return _new_key(args.name)
     try:
         settings = load_settings(args.config or default_config_path())
         overrides = {}
@@ -98,6 +102,18 @@ def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"order-engine: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _new_key(name: str) -> int:
+    from order_engine.api.auth import new_key
+
+    if not name or ":" in name or not name.isprintable():
+        print("order-engine: the name must be printable and contain no ':'", file=sys.stderr)
+        return 2
+    key, entry = new_key(name)
+    print(f"API key for {name} (give it to the client; it is not stored anywhere):\n  {key}")
+    print(f'Add to config.toml under [auth]:\n  api_keys = ["{entry}"]')
     return 0
 
 

@@ -62,6 +62,25 @@ ROLES = ("all", "api", "worker")
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    # "name:sha256-hex-of-the-key" per client (`python -m order_engine new-key NAME` makes
+    # one). Empty: no authentication, for local runs.
+    api_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    # Token bucket per client (API key, or address when authentication is off), per
+    # replica. 0 = unlimited.
+    requests_per_s: float = 0.0
+    burst: int = 100
+    websockets_per_client: int = 0  # open WebSockets at once; 0 = unlimited
+    # Behind a load balancer every client has its address: take it from X-Forwarded-For
+    # (only when the balancer sets it, or clients could forge it).
+    trust_forwarded_for: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSettings:
     url: str = "sqlite:///data/order_engine.db"
     # FULL: an acknowledged event survives power loss, not only a process crash.
@@ -81,6 +100,8 @@ class OrderSettings:
     max_slippage_bps: int = 5_000
     # An order whose best route moves the price more than this fails (permanent).
     max_price_impact_bps: float = 1_000.0
+    # An Idempotency-Key answers with its original order for this long, then may be reused.
+    idempotency_ttl_s: float = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +130,8 @@ class Settings:
     orders: OrderSettings = field(default_factory=OrderSettings)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
     venues: VenueSettings = field(default_factory=VenueSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     profiles: Mapping[str, Profile] = field(default_factory=lambda: dict(PROFILES))
 
     @property
@@ -208,10 +231,12 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             return value
         origin = typing.get_origin(kind)
         if origin is tuple:
-            items = [
-                _coerce(v, t, where) for v, t in zip(value, typing.get_args(kind), strict=True)
-            ]
-            return tuple(items)
+            if isinstance(value, str):  # from the environment: comma-separated
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            args = typing.get_args(kind)
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_coerce(v, args[0], where) for v in value)
+            return tuple(_coerce(v, t, where) for v, t in zip(value, args, strict=True))
         if isinstance(kind, types.UnionType):  # pragma: no cover - no such field yet
             return value
     except (TypeError, ValueError):
@@ -298,6 +323,19 @@ def validate(s: Settings) -> None:
     )
     need(s.venues.split_steps >= 2, "venues.split_steps must be at least 2")
     need(s.websocket.send_timeout_s > 0, "websocket.send_timeout_s must be positive")
+    need(s.orders.idempotency_ttl_s > 0, "orders.idempotency_ttl_s must be positive")
+    need(s.limits.requests_per_s >= 0, "limits.requests_per_s must not be negative")
+    need(s.limits.burst >= 1, "limits.burst must be at least 1")
+    need(s.limits.websockets_per_client >= 0, "limits.websockets_per_client must not be negative")
+    for entry in s.auth.api_keys:
+        name, _, digest = entry.partition(":")
+        need(
+            bool(name) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest),
+            "auth.api_keys entries must be 'name:<sha256 hex of the key>'"
+            " (python -m order_engine new-key NAME prints one)",
+        )
+    names = [entry.partition(":")[0] for entry in s.auth.api_keys]
+    need(len(names) == len(set(names)), "auth.api_keys names must be unique")
 
 
 def default_config_path() -> Path | None:

@@ -80,6 +80,7 @@ class OrderRequest:
     client_order_id: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    client_id: str | None = None  # who submitted it, when authentication is on
 
 
 @dataclass(slots=True)
@@ -292,6 +293,7 @@ class Engine:
             client_order_id=request.client_order_id,
             idempotency_key=request.idempotency_key,
             request_hash=request.request_hash,
+            client_id=request.client_id,
         )
         check_transition(None, Status.PENDING)
         first = OrderEvent(

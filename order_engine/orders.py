@@ -107,6 +107,7 @@ class Order:
     min_amount_out: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    client_id: str | None = None  # the API key's name, when authentication is on
     # The replica leasing the order (None: nobody): lease bookkeeping, not order content.
     owner: str | None = field(default=None, compare=False)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError, error_response, json_response
 from order_engine.api.validation import OrderParser, parse_json, parse_order_id
 from order_engine.engine import Engine, EngineUnavailable, OrderRequest
@@ -84,9 +86,18 @@ class OrderSubmitter:
     same key and body -> the original order (replayed); different body -> 422; the same key
     while its first request is still being stored -> 409."""
 
-    def __init__(self, engine: Engine, store: Store) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        *,
+        idempotency_ttl_s: float = 86_400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._engine = engine
         self._store = store
+        self._ttl = idempotency_ttl_s
+        self._clock = clock
         self._in_flight: set[str] = set()
 
     async def submit(self, request: OrderRequest) -> tuple[Order, bool]:
@@ -104,11 +115,17 @@ class OrderSubmitter:
         self._in_flight.add(key)
         try:
             existing = await self._store.by_idempotency_key(key)
+            if existing is not None and existing.created_at < self._clock() - self._ttl:
+                # Expired: the key is free for a new order.
+                await self._store.forget_idempotency_key(key)
+                existing = None
             if existing is None:
                 try:
                     return await self._create(request), True
                 except DuplicateOrder as exc:  # another replica stored it first
                     existing = exc.existing
+                    if existing.idempotency_key != key:
+                        raise _duplicate_client_order_id() from None
             if existing.request_hash != request.request_hash:
                 raise ApiError(
                     422,
@@ -123,11 +140,24 @@ class OrderSubmitter:
     async def _create(self, request: OrderRequest) -> Order:
         try:
             return await self._engine.submit(request)
+        except DuplicateOrder:
+            if request.idempotency_key is None:
+                raise _duplicate_client_order_id() from None
+            raise
         except EngineUnavailable as exc:
             code = "queue_full" if "queue" in exc.reason else "shutting_down"
             raise ApiError(
                 503, code, exc.reason, headers={"Retry-After": str(int(exc.retry_after))}
             ) from None
+
+
+def _duplicate_client_order_id() -> ApiError:
+    return ApiError(
+        409,
+        "duplicate_client_order_id",
+        "an order with this clientOrderId exists already",
+        "clientOrderId",
+    )
 
 
 class RestHandlers:
@@ -156,7 +186,9 @@ class RestHandlers:
         raw = await request.content.read(self._max_body + 1)
         if len(raw) > self._max_body:
             raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
-        order_request = self._parser.parse(parse_json(raw), request.headers.get("Idempotency-Key"))
+        order_request = self._parser.parse(
+            parse_json(raw), request.headers.get("Idempotency-Key"), client_id=request.get(CLIENT)
+        )
         order, created = await self._submitter.submit(order_request)
         if created:
             body = {
@@ -175,7 +207,9 @@ class RestHandlers:
     async def get_order(self, request: web.Request) -> web.Response:
         order_id = parse_order_id(request.match_info.get("order_id"))
         order = await self._store.get(order_id)
-        if order is None:
+        client = request.get(CLIENT)
+        # Another client's order answers exactly as a missing one: ids cannot be probed.
+        if order is None or (client is not None and order.client_id != client):
             raise ApiError(404, "order_not_found", f"no order {order_id}", "orderId")
         events = await self._store.events(order_id)
         return json_response(

@@ -229,11 +229,13 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "invalid input (field-level code)",
-        404: "no such order",
-        409: "the same Idempotency-Key is still in progress",
+        401: "an API key is required (when authentication is on)",
+        404: "no such order (or another client's)",
+        409: "the same Idempotency-Key is still in progress, or clientOrderId is taken",
         413: "body too large",
         415: "Content-Type is not application/json",
         422: "Idempotency-Key reused with a different body",
+        429: "rate limit or WebSocket cap reached (see Retry-After)",
         503: "queue full, shutting down or storage unavailable (see Retry-After)",
     }
     return {str(c): _json("Error", text[c]) for c in codes}
@@ -257,7 +259,7 @@ _SUBMIT = {
     "responses": {
         "201": _json("OrderAccepted", "stored and queued"),
         "200": _json("OrderAccepted", "replay of an earlier request with the same key"),
-        **_errors(400, 409, 413, 415, 422, 503),
+        **_errors(400, 401, 409, 413, 415, 422, 429, 503),
     },
 }
 
@@ -281,7 +283,10 @@ _PATHS: dict[str, Any] = {
                 "send": _ref("OrderRequest"),
                 "receive": {"oneOf": [_ref("OrderAccepted"), _ref("OrderEvent"), _ref("Error")]},
             },
-            "responses": {"101": {"description": "switching to WebSocket"}},
+            "responses": {
+                "101": {"description": "switching to WebSocket"},
+                **_errors(401, 429),
+            },
         },
     },
     "/api/order/status": {
@@ -305,7 +310,10 @@ _PATHS: dict[str, Any] = {
                 },
             ],
             "x-websocket": {"receive": {"oneOf": [_ref("OrderEvent"), _ref("Error")]}},
-            "responses": {"101": {"description": "switching to WebSocket"}},
+            "responses": {
+                "101": {"description": "switching to WebSocket"},
+                **_errors(401, 429),
+            },
         }
     },
     "/api/order/{orderId}": {
@@ -320,13 +328,17 @@ _PATHS: dict[str, Any] = {
                     "schema": {"type": "string", "format": "uuid"},
                 }
             ],
-            "responses": {"200": _json("OrderDetail", "the order"), **_errors(400, 404)},
+            "responses": {
+                "200": _json("OrderDetail", "the order"),
+                **_errors(400, 401, 404, 429),
+            },
         }
     },
     "/healthz": {
         "get": {
             "summary": "Liveness: the process answers",
             "operationId": "healthz",
+            "security": [],
             "responses": {"200": _json("Health", "alive")},
         }
     },
@@ -334,6 +346,7 @@ _PATHS: dict[str, Any] = {
         "get": {
             "summary": "Readiness: the store answers",
             "operationId": "readyz",
+            "security": [],
             "responses": {
                 "200": _json("Health", "ready"),
                 "503": _json("Health", "not ready"),
@@ -348,7 +361,8 @@ _PATHS: dict[str, Any] = {
                 "200": {
                     "description": "OpenAPI 3.1",
                     "content": {"application/json": {"schema": {"type": "object"}}},
-                }
+                },
+                **_errors(401, 429),
             },
         }
     },
@@ -367,7 +381,13 @@ def _document() -> dict[str, Any]:
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": _PATHS,
-        "components": {"schemas": _SCHEMAS},
+        # Authentication is optional (config [auth]): with it on, every path but the health
+        # checks needs the key; WebSockets may pass it as the `apiKey` query parameter.
+        "security": [{"ApiKey": []}, {}],
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+        },
     }
 
 

@@ -63,7 +63,11 @@ class OrderParser:
         self._default_slippage = default_slippage_bps
         self._max_slippage = max_slippage_bps
 
-    def parse(self, body: Any, idempotency_key: str | None = None) -> OrderRequest:
+    def parse(
+        self, body: Any, idempotency_key: str | None = None, *, client_id: str | None = None
+    ) -> OrderRequest:
+        """`client_id`: the authenticated client; its idempotency keys and clientOrderIds
+        are its own (two clients may use the same)."""
         if not isinstance(body, dict):
             raise bad_request("invalid_body", "body must be a JSON object")
         for name in body:
@@ -87,7 +91,9 @@ class OrderParser:
                 f"clientOrderId must be a string of 1 to {MAX_CLIENT_ORDER_ID} characters",
                 "clientOrderId",
             )
-        request = OrderRequest(token_in, token_out, amount, slippage, client_order_id)
+        request = OrderRequest(
+            token_in, token_out, amount, slippage, client_order_id, client_id=client_id
+        )
         if idempotency_key is None:
             return request
         if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or not idempotency_key.isprintable():
@@ -102,8 +108,11 @@ class OrderParser:
             amount,
             slippage,
             client_order_id,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key
+            if client_id is None
+            else f"{client_id}:{idempotency_key}",
             request_hash=request_hash(request),
+            client_id=client_id,
         )
 
     def _token(self, body: dict[str, Any], name: str) -> Any:

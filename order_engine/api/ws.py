@@ -16,8 +16,10 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError
 from order_engine.api.http import OrderSubmitter
+from order_engine.api.ratelimit import client_key
 from order_engine.api.validation import OrderParser, parse_after, parse_json, parse_order_id
 from order_engine.hub import Hub
 from order_engine.orders import OrderEvent
@@ -31,21 +33,47 @@ CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY  # 1001: server shutting down
 CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER  # 1013: server cannot serve now
 
 
+def _unknown(order_id: str) -> _Refused:
+    return _Refused(
+        ApiError(404, "order_not_found", f"no order {order_id}", "orderId"), CLOSE_UNKNOWN_ORDER
+    )
+
+
 class SlowConsumer(Exception):
     """The client did not take a message within the send timeout."""
 
 
 class Connections:
-    """Open WebSockets, so shutdown can close every one with 1001."""
+    """Open WebSockets, so shutdown can close every one with 1001, and per client, so one
+    client cannot hold them all (`per_client` 0: no cap)."""
 
-    def __init__(self) -> None:
-        self._open: set[web.WebSocketResponse] = set()
+    def __init__(self, per_client: int = 0) -> None:
+        self._open: dict[web.WebSocketResponse, str] = {}
+        self._per_client = per_client
+        self._counts: dict[str, int] = {}
 
-    def add(self, ws: web.WebSocketResponse) -> None:
-        self._open.add(ws)
+    def admit(self, client: str) -> None:
+        """Refuse (429) before the upgrade when the client is at its cap."""
+        if self._per_client and self._counts.get(client, 0) >= self._per_client:
+            raise ApiError(
+                429,
+                "too_many_websockets",
+                f"at most {self._per_client} WebSockets at once per client",
+                headers={"Retry-After": "1"},
+            )
+
+    def add(self, ws: web.WebSocketResponse, client: str = "") -> None:
+        self._open[ws] = client
+        self._counts[client] = self._counts.get(client, 0) + 1
 
     def discard(self, ws: web.WebSocketResponse) -> None:
-        self._open.discard(ws)
+        client = self._open.pop(ws, None)
+        if client is not None:
+            left = self._counts[client] - 1
+            if left:
+                self._counts[client] = left
+            else:
+                del self._counts[client]
 
     def __len__(self) -> int:
         return len(self._open)
@@ -83,7 +111,9 @@ class OrderStreams:
         heartbeat: float,
         send_timeout: float,
         max_message_bytes: int,
+        trust_forwarded_for: bool = False,
     ) -> None:
+        self._trust_forwarded_for = trust_forwarded_for
         self._store = store
         self._hub = hub
         self._parser = parser
@@ -105,7 +135,7 @@ class OrderStreams:
             except ApiError as exc:
                 await self._refuse(ws, exc, CLOSE_POLICY)
                 return ws
-            await self._serve(ws, order_id, after)
+            await self._serve(ws, order_id, after, request.get(CLIENT))
         finally:
             self._connections.discard(ws)
         return ws
@@ -127,7 +157,8 @@ class OrderStreams:
                 return ws  # closed before sending anything
             try:
                 body = parse_json(msg.data)
-                order, _ = await self._submitter.submit(self._parser.parse(body))
+                client = request.get(CLIENT)
+                order, _ = await self._submitter.submit(self._parser.parse(body, client_id=client))
             except ApiError as exc:
                 close = CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_POLICY
                 await self._refuse(ws, exc, close)
@@ -138,7 +169,7 @@ class OrderStreams:
                 "message": "Order submitted successfully.",
             }
             await self._send(ws, accepted)
-            await self._serve(ws, order.order_id, after=0)
+            await self._serve(ws, order.order_id, 0, client)
         finally:
             self._connections.discard(ws)
         return ws
@@ -146,17 +177,23 @@ class OrderStreams:
     # -- streaming ----------------------------------------------------------------------
 
     async def _open(self, request: web.Request) -> web.WebSocketResponse:
+        client = client_key(request, self._trust_forwarded_for)
+        self._connections.admit(client)
         ws = web.WebSocketResponse(
             heartbeat=self._heartbeat, max_msg_size=self._max_message, autoping=True
         )
         await ws.prepare(request)
-        self._connections.add(ws)
+        self._connections.add(ws, client)
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, order_id: str, after: int) -> None:
+    async def _serve(
+        self, ws: web.WebSocketResponse, order_id: str, after: int, client: str | None
+    ) -> None:
         """Stream until the terminal event is sent or the client goes away."""
         reader = asyncio.create_task(self._drain_incoming(ws), name=f"ws-read-{order_id}")
-        streamer = asyncio.create_task(self._stream(ws, order_id, after), name=f"ws-{order_id}")
+        streamer = asyncio.create_task(
+            self._stream(ws, order_id, after, client), name=f"ws-{order_id}"
+        )
         try:
             await asyncio.wait({reader, streamer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -182,16 +219,20 @@ class OrderStreams:
             log.error("[%s] stream failed", order_id, exc_info=error)
             await _close(ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
 
-    async def _stream(self, ws: web.WebSocketResponse, order_id: str, after: int) -> None:
+    async def _stream(
+        self, ws: web.WebSocketResponse, order_id: str, after: int, client: str | None
+    ) -> None:
         async with self._hub.subscribe(order_id) as sub:
+            if client is not None:
+                # Another client's order is unknown to this one: ids cannot be probed.
+                owned = await self._store.get(order_id)
+                if owned is None or owned.client_id != client:
+                    raise _unknown(order_id)
             history = await self._store.events(order_id, after)
             if not history:
                 order = await self._store.get(order_id)
                 if order is None:
-                    raise _Refused(
-                        ApiError(404, "order_not_found", f"no order {order_id}", "orderId"),
-                        CLOSE_UNKNOWN_ORDER,
-                    )
+                    raise _unknown(order_id)
                 if order.terminal and order.last_seq <= after:
                     return  # resumed after the end: nothing more will come
             last = after

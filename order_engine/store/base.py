@@ -76,6 +76,10 @@ class Store(Protocol):
 
     async def by_idempotency_key(self, key: str) -> Order | None: ...
 
+    async def forget_idempotency_key(self, key: str) -> None:
+        """Free an expired key for reuse (its order stays)."""
+        ...
+
     async def events(self, order_id: str, after: int = 0) -> list[OrderEvent]:
         """The order's events with seq > after, in seq order."""
         ...

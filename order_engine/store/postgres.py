@@ -33,13 +33,13 @@ log = logging.getLogger(__name__)
 _ORDER_COLUMNS = (
     "order_id, token_in, token_out, amount, status, last_seq, attempts, slippage_bps, dex,"
     " executed_price, tx_hash, amount_out, min_amount_out, error_code, error_message,"
-    " client_order_id, idempotency_key, request_hash, created_at, updated_at"
+    " client_order_id, idempotency_key, request_hash, created_at, updated_at, client_id"
 )
 _READ_COLUMNS = f"{_ORDER_COLUMNS}, owner"
 _INSERT_ORDER = (
     f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES"
     " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
-    " $21, CASE WHEN $21::text IS NULL THEN NULL ELSE now() + make_interval(secs => $22) END)"
+    " $21, $22, CASE WHEN $22::text IS NULL THEN NULL ELSE now() + make_interval(secs => $23) END)"
     " ON CONFLICT DO NOTHING RETURNING order_id"
 )
 _INSERT_EVENT = (
@@ -116,6 +116,7 @@ def _order_from_record(r: asyncpg.Record) -> Order:
         min_amount_out=_int(r["min_amount_out"]),
         error_code=r["error_code"],
         error_message=r["error_message"],
+        client_id=r["client_id"],
         owner=r["owner"],
     )
 
@@ -266,6 +267,7 @@ class PostgresStore:
                 o.request_hash,
                 _ts(o.created_at),
                 _ts(o.updated_at),
+                o.client_id,
                 self._owner if write.owned else None,
                 self._lease_s,
             )
@@ -308,9 +310,13 @@ class PostgresStore:
     async def _existing(conn: asyncpg.Connection, order: Order) -> Order | None:
         row = await conn.fetchrow(
             f"SELECT {_READ_COLUMNS} FROM orders WHERE order_id = $1"
-            " OR (idempotency_key IS NOT NULL AND idempotency_key = $2) LIMIT 1",
+            " OR (idempotency_key IS NOT NULL AND idempotency_key = $2)"
+            " OR (client_order_id IS NOT NULL AND client_order_id = $3"
+            " AND coalesce(client_id, '') = coalesce($4, '')) LIMIT 1",
             order.order_id,
             order.idempotency_key,
+            order.client_order_id,
+            order.client_id,
         )
         return None if row is None else _order_from_record(row)
 
@@ -361,6 +367,11 @@ class PostgresStore:
             return []
         rows = await self._fetch(_CLAIM, self._owner, self._lease_s, limit, own_too)
         return sorted((_order_from_record(r) for r in rows), key=lambda o: o.created_at)
+
+    async def forget_idempotency_key(self, key: str) -> None:
+        await self._count(
+            "UPDATE orders SET idempotency_key = NULL WHERE idempotency_key = $1", key
+        )
 
     async def renew(self) -> int:
         # SKIP LOCKED: a row locked by a batch being written now is renewed next time;

@@ -36,11 +36,11 @@ log = logging.getLogger(__name__)
 _ORDER_COLUMNS = (
     "order_id, token_in, token_out, amount, status, last_seq, attempts, slippage_bps, dex,"
     " executed_price, tx_hash, amount_out, min_amount_out, error_code, error_message,"
-    " client_order_id, idempotency_key, request_hash, created_at, updated_at"
+    " client_order_id, idempotency_key, request_hash, created_at, updated_at, client_id"
 )
 _READ_COLUMNS = f"{_ORDER_COLUMNS}, owner"
 _INSERT_ORDER = (
-    f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES ({', '.join('?' * 22)})"
+    f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES ({', '.join('?' * 23)})"
 )
 _INSERT_EVENT = (
     "INSERT INTO order_events (order_id, seq, status, message, payload, created_at)"
@@ -104,6 +104,7 @@ def order_row(order: Order) -> tuple[Any, ...]:
         order.request_hash,
         order.created_at,
         order.updated_at,
+        order.client_id,
     )
 
 
@@ -129,6 +130,7 @@ def order_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Order:
         request_hash,
         created_at,
         updated_at,
+        client_id,
         owner,
     ) = tuple(row)
     return Order(
@@ -152,6 +154,7 @@ def order_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Order:
         min_amount_out=_opt_int(min_amount_out),
         error_code=error_code,
         error_message=error_message,
+        client_id=client_id,
         owner=owner,
     )
 
@@ -377,6 +380,11 @@ class SQLiteStore:
             rows = await cur.fetchall()
         return sorted((order_from_row(r) for r in rows), key=lambda o: o.created_at)
 
+    async def forget_idempotency_key(self, key: str) -> None:
+        await self._lease_conn().execute(
+            "UPDATE orders SET idempotency_key = NULL WHERE idempotency_key = ?", (key,)
+        )
+
     async def renew(self) -> int:
         cur = await self._lease_conn().execute(
             f"UPDATE orders SET lease_until = ? WHERE owner = ? AND {_UNFINISHED}",
@@ -399,6 +407,8 @@ class SQLiteStore:
         existing = await self.get(order.order_id)
         if existing is None and order.idempotency_key is not None:
             existing = await self.by_idempotency_key(order.idempotency_key)
+        if existing is None and order.client_order_id is not None:
+            existing = await self._by_client_order_id(order.client_id, order.client_order_id)
         if existing is None:  # pragma: no cover - an integrity error has a culprit
             return StoreError(f"order {order.order_id} could not be created")
         return DuplicateOrder(existing)
@@ -424,6 +434,17 @@ class SQLiteStore:
     async def by_idempotency_key(self, key: str) -> Order | None:
         sql = f"SELECT {_READ_COLUMNS} FROM orders WHERE idempotency_key = ?"
         async with self._read_conn().execute(sql, (key,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else order_from_row(row)
+
+    async def _by_client_order_id(
+        self, client_id: str | None, client_order_id: str
+    ) -> Order | None:
+        sql = (
+            f"SELECT {_READ_COLUMNS} FROM orders"
+            " WHERE coalesce(client_id, '') = coalesce(?, '') AND client_order_id = ?"
+        )
+        async with self._read_conn().execute(sql, (client_id, client_order_id)) as cur:
             row = await cur.fetchone()
         return None if row is None else order_from_row(row)
 

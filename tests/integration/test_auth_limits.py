@@ -1,0 +1,180 @@
+"""API keys, per-client scoping, rate limits, WebSocket caps, idempotency over time."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from aiohttp.web import Application
+
+from order_engine.api.auth import new_key
+from order_engine.app import build_app
+from order_engine.config import Settings
+from order_engine.venues import SimulatedMarket
+from tests.conftest import ORDER, make_settings, read_until_closed, services
+
+ALICE, ALICE_ENTRY = new_key("alice")
+BOB, BOB_ENTRY = new_key("bob")
+
+
+async def serve(aiohttp_client: Any, settings: Settings, market: SimulatedMarket) -> Any:
+    return await aiohttp_client(build_app(settings, market=market))
+
+
+@pytest.fixture
+async def authed(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> TestClient[Any, Application]:
+    settings = make_settings(tmp_path, auth={"api_keys": (ALICE_ENTRY, BOB_ENTRY)})
+    client: TestClient[Any, Application] = await serve(aiohttp_client, settings, market)
+    return client
+
+
+def as_(key: str) -> dict[str, str]:
+    return {"x-api-key": key}
+
+
+async def submit(client: TestClient[Any, Application], key: str, **extra: Any) -> Any:
+    headers = as_(key) | extra.pop("headers", {})
+    resp = await client.post("/api/order/execute", json={**ORDER, **extra}, headers=headers)
+    return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}], ids=["missing", "wrong"])
+async def test_every_endpoint_but_health_needs_a_key(
+    authed: TestClient[Any, Application], headers: dict[str, str]
+) -> None:
+    for method, path in [
+        ("POST", "/api/order/execute"),
+        ("GET", "/api/order/00000000-0000-4000-8000-000000000000"),
+        ("GET", "/api/openapi.json"),
+    ]:
+        resp = await authed.request(method, path, json=ORDER, headers=headers)
+        assert resp.status == 401, path
+        assert (await resp.json())["error"]["code"] == "unauthorized"
+        assert "WWW-Authenticate" in resp.headers
+    for path in ("/healthz", "/readyz"):
+        assert (await authed.get(path)).status == 200
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await authed.ws_connect("/api/order/status?orderId=x", headers=headers)
+    assert refused.value.status == 401
+
+
+async def test_a_client_sees_only_its_own_orders(authed: TestClient[Any, Application]) -> None:
+    status, body = await submit(authed, ALICE)
+    assert status == 201
+    order_id = body["orderId"]
+    mine = await authed.get(f"/api/order/{order_id}", headers=as_(ALICE))
+    assert mine.status == 200
+    theirs = await authed.get(f"/api/order/{order_id}", headers=as_(BOB))
+    missing = await authed.get("/api/order/00000000-0000-4000-8000-000000000000", headers=as_(BOB))
+    assert theirs.status == missing.status == 404  # never 403: ids cannot be probed
+    assert (await theirs.json())["error"]["code"] == (await missing.json())["error"]["code"]
+    async with authed.ws_connect(f"/api/order/status?orderId={order_id}", headers=as_(BOB)) as ws:
+        await read_until_closed(ws)
+        assert ws.close_code == 4404
+    # Browsers cannot set headers on a WebSocket: the key may come as a query parameter.
+    async with authed.ws_connect(f"/api/order/status?orderId={order_id}&apiKey={ALICE}") as ws:
+        events = await read_until_closed(ws)
+    assert events[-1]["status"] == "confirmed"
+
+
+async def test_idempotency_keys_and_client_order_ids_belong_to_their_client(
+    authed: TestClient[Any, Application],
+) -> None:
+    key = {"Idempotency-Key": "same-key"}
+    a = await submit(authed, ALICE, headers=key, clientOrderId="c-1")
+    b = await submit(authed, BOB, headers=key, clientOrderId="c-1")
+    assert (a[0], b[0]) == (201, 201)
+    assert a[1]["orderId"] != b[1]["orderId"]
+    again = await submit(authed, ALICE, clientOrderId="c-1")
+    assert again[0] == 409
+    assert again[1]["error"]["code"] == "duplicate_client_order_id"
+
+
+async def test_client_order_ids_are_unique_without_auth(
+    client: TestClient[Any, Application],
+) -> None:
+    first = await client.post("/api/order/execute", json={**ORDER, "clientOrderId": "x"})
+    second = await client.post("/api/order/execute", json={**ORDER, "clientOrderId": "x"})
+    assert (first.status, second.status) == (201, 409)
+    assert (await second.json())["error"]["field"] == "clientOrderId"
+
+
+async def test_requests_over_the_rate_are_429_with_retry_after(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> None:
+    # A bucket of 3 that refills one token per 1000 s: the 4th request is refused.
+    settings = make_settings(tmp_path, limits={"requests_per_s": 0.001, "burst": 3})
+    client = await serve(aiohttp_client, settings, market)
+    statuses = [(await client.post("/api/order/execute", json=ORDER)).status for _ in range(3)]
+    assert statuses == [201, 201, 201]
+    refused = await client.post("/api/order/execute", json=ORDER)
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert (await refused.json())["error"]["code"] == "rate_limited"
+    assert (await client.get("/healthz")).status == 200  # health is never limited
+
+
+async def test_websockets_per_client_are_capped(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> None:
+    settings = make_settings(tmp_path, limits={"websockets_per_client": 2})
+    client = await serve(aiohttp_client, settings, market)
+    market.chain.hold()  # the order stays submitted: its watchers stay connected
+    order_id = (await (await client.post("/api/order/execute", json=ORDER)).json())["orderId"]
+    url = f"/api/order/status?orderId={order_id}"
+    async with client.ws_connect(url), client.ws_connect(url):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(url)
+        assert refused.value.status == 429
+    async with client.ws_connect(url):  # a closed one frees its place
+        pass
+    market.chain.release()
+
+
+async def test_an_idempotency_key_replays_after_a_restart(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> None:
+    key = {"Idempotency-Key": "restart-key"}
+    first = await serve(aiohttp_client, make_settings(tmp_path), market)
+    created = await first.post("/api/order/execute", json=ORDER, headers=key)
+    order_id = (await created.json())["orderId"]
+    await first.close()
+    second = await serve(aiohttp_client, make_settings(tmp_path), market)
+    replayed = await second.post("/api/order/execute", json=ORDER, headers=key)
+    assert (created.status, replayed.status) == (201, 200)
+    assert (await replayed.json())["orderId"] == order_id
+
+
+async def test_an_expired_idempotency_key_may_be_used_again(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> None:
+    settings = make_settings(tmp_path, orders={"idempotency_ttl_s": 1e-6})
+    client = await serve(aiohttp_client, settings, market)
+    key = {"Idempotency-Key": "short-lived"}
+    first = await client.post("/api/order/execute", json=ORDER, headers=key)
+    second = await client.post("/api/order/execute", json=ORDER, headers=key)
+    assert (first.status, second.status) == (201, 201)
+    assert (await first.json())["orderId"] != (await second.json())["orderId"]
+
+
+async def test_a_concurrent_duplicate_is_409_and_only_one_order_exists(
+    client: TestClient[Any, Application],
+) -> None:
+    key = {"Idempotency-Key": "raced"}
+    responses = await asyncio.gather(
+        *(client.post("/api/order/execute", json=ORDER, headers=key) for _ in range(20))
+    )
+    statuses = [r.status for r in responses]
+    assert statuses.count(201) == 1
+    assert 409 in statuses
+    assert set(statuses) <= {200, 201, 409}
+    ids = {(await r.json())["orderId"] for r in responses if r.status in (200, 201)}
+    assert len(ids) == 1
+    order = await services(client).store.by_idempotency_key("raced")
+    assert order is not None and order.order_id in ids
