@@ -123,6 +123,7 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         parser=parser,
         registry=REGISTRY,
         max_body_bytes=settings.server.max_body_bytes,
+        body_timeout_s=settings.server.body_timeout_s,
     )
     streams = OrderStreams(
         store=services.store,

@@ -31,6 +31,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 3000
     max_body_bytes: int = 16_384
+    # A request body must arrive within this (slow senders would hold handlers forever).
+    body_timeout_s: float = 10.0
     # How long a graceful stop waits for in-flight stages before cancelling them.
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
@@ -291,6 +293,7 @@ def validate(s: Settings) -> None:
 
     need(0 < s.server.port < 65536, f"server.port must be 1..65535, not {s.server.port}")
     need(s.server.max_body_bytes >= 256, "server.max_body_bytes must be at least 256")
+    need(s.server.body_timeout_s > 0, "server.body_timeout_s must be positive")
     need(s.engine.workers >= 1, "engine.workers must be at least 1")
     need(s.engine.queue_size >= 1, "engine.queue_size must be at least 1")
     need(s.engine.max_attempts >= 1, "engine.max_attempts must be at least 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -170,7 +171,9 @@ class RestHandlers:
         parser: OrderParser,
         registry: TokenRegistry,
         max_body_bytes: int,
+        body_timeout_s: float = 10.0,
     ) -> None:
+        self._body_timeout = body_timeout_s
         self._submitter = submitter
         self._store = store
         self._hub = hub
@@ -183,9 +186,13 @@ class RestHandlers:
             raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
         if request.content_length is not None and request.content_length > self._max_body:
             raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
-        raw = await request.content.read(self._max_body + 1)
-        if len(raw) > self._max_body:
-            raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                raw = await self._read_body(request)
+        except TimeoutError:
+            raise ApiError(
+                408, "request_timeout", "the request body did not arrive in time"
+            ) from None
         order_request = self._parser.parse(
             parse_json(raw), request.headers.get("Idempotency-Key"), client_id=request.get(CLIENT)
         )
@@ -203,6 +210,17 @@ class RestHandlers:
             "message": "Order already submitted with this Idempotency-Key.",
         }
         return json_response(body, status=200, headers={"Idempotent-Replayed": "true"})
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body (it may arrive in many pieces), refused past the size limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(self._max_body + 1 - size):
+            size += len(chunk)
+            if size > self._max_body:
+                raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def get_order(self, request: web.Request) -> web.Response:
         order_id = parse_order_id(request.match_info.get("order_id"))

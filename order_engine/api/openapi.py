@@ -228,9 +228,10 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "invalid input (field-level code)",
+        400: "invalid input (field-level code); on a WebSocket path, not an Upgrade request",
         401: "an API key is required (when authentication is on)",
         404: "no such order (or another client's)",
+        408: "the request body did not arrive in time",
         409: "the same Idempotency-Key is still in progress, or clientOrderId is taken",
         413: "body too large",
         415: "Content-Type is not application/json",
@@ -259,7 +260,7 @@ _SUBMIT = {
     "responses": {
         "201": _json("OrderAccepted", "stored and queued"),
         "200": _json("OrderAccepted", "replay of an earlier request with the same key"),
-        **_errors(400, 401, 409, 413, 415, 422, 429, 503),
+        **_errors(400, 401, 408, 409, 413, 415, 422, 429, 503),
     },
 }
 
@@ -285,7 +286,7 @@ _PATHS: dict[str, Any] = {
             },
             "responses": {
                 "101": {"description": "switching to WebSocket"},
-                **_errors(401, 429),
+                **_errors(400, 401, 429),
             },
         },
     },
@@ -312,7 +313,7 @@ _PATHS: dict[str, Any] = {
             "x-websocket": {"receive": {"oneOf": [_ref("OrderEvent"), _ref("Error")]}},
             "responses": {
                 "101": {"description": "switching to WebSocket"},
-                **_errors(401, 429),
+                **_errors(400, 401, 429),
             },
         }
     },

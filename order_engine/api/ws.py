@@ -182,6 +182,10 @@ class OrderStreams:
         ws = web.WebSocketResponse(
             heartbeat=self._heartbeat, max_msg_size=self._max_message, autoping=True
         )
+        if not ws.can_prepare(request).ok:
+            raise ApiError(
+                400, "websocket_required", "this endpoint speaks WebSocket: send an Upgrade request"
+            )
         await ws.prepare(request)
         self._connections.add(ws, client)
         return ws
