@@ -76,6 +76,7 @@ class SimulatedChain:
         self._statuses: dict[str, TxStatus] = {}
         self._in_flight: dict[str, _InFlight] = {}
         self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._receipts_awaited: dict[str, asyncio.Event] = {}
         self._forced_drops = 0
         self._held: list[str] | None = None
 
@@ -110,6 +111,9 @@ class SimulatedChain:
         dropped = self.current_slot() > tx.last_valid_slot or self._draw_drop()
         self._statuses[tx.signature] = _PENDING
         self._in_flight[tx.signature] = _InFlight(tx, dropped)
+        received = self._receipts_awaited.pop(tx.signature, None)
+        if received is not None:
+            received.set()
         low, high = self._profile.land_latency_ms
         delay = self._rng.uniform(low, high) / 1000 if high > 0 else 0.0
         asyncio.get_running_loop().call_later(delay, self._arrive, tx.signature)
@@ -141,6 +145,15 @@ class SimulatedChain:
         held, self._held = self._held or [], None
         for signature in held:
             self._land(signature)
+
+    async def received(self, signature: str, timeout: float) -> None:
+        """Until the chain has been sent this signature (tests: the engine stores a
+        signature before it sends the transaction)."""
+        if signature in self._statuses:
+            return
+        event = self._receipts_awaited.setdefault(signature, asyncio.Event())
+        async with asyncio.timeout(timeout):
+            await event.wait()
 
     def drop_next(self, count: int) -> None:
         """The next `count` submitted transactions expire before landing."""

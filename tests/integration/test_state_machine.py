@@ -1,0 +1,174 @@
+"""A hypothesis state machine drives the real server: submit, deliver, fail, crash, restart
+and reconnect-with-after in any order, checked against a model after every step."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import tempfile
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from order_engine.app import SERVICES, build_app
+from order_engine.orders import TRANSITIONS, Status
+from order_engine.venues import PROFILES, SimulatedMarket
+from tests.conftest import ORDER, make_settings
+from tests.services import free_port
+
+T = TypeVar("T")
+TERMINAL_FOR = {"will_confirm": "confirmed", "will_fail": "failed"}
+
+
+class EngineMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.tmp = Path(tempfile.mkdtemp())
+        # Transactions wait at the chain until `deliver`; one attempt, so a drop fails.
+        self.market = SimulatedMarket(PROFILES["instant"], seed=1)
+        self.market.chain.hold()
+        self.settings = make_settings(self.tmp, engine={"max_attempts": 1})
+        self.model: dict[str, str] = {}  # order -> will_confirm | will_fail | confirmed | failed
+        self.up = False
+        self.runner: web.AppRunner | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.url = ""
+        self.run(self._start())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, 20))
+
+    async def _start(self) -> None:
+        app = build_app(self.settings, market=self.market)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"127.0.0.1:{port}"
+        self.http = aiohttp.ClientSession()
+        self.up = True
+
+    async def _crash(self) -> None:
+        """As kill -9 would: nothing finishes, nothing is released."""
+        assert self.runner is not None and self.http is not None
+        services = self.runner.app[SERVICES]
+        await services.engine.abort()
+        await services.store.abort()  # type: ignore[attr-defined]
+        await self.http.close()
+        await self.runner.cleanup()
+        self.up = False
+
+    async def _stream(
+        self, order_id: str, after: int = 0, until: set[str] | None = None
+    ) -> list[Any]:
+        """Events from the WebSocket, until the server closes it or a status in `until`."""
+        assert self.http is not None
+        url = f"ws://{self.url}/api/order/status?orderId={order_id}&after={after}"
+        events = []
+        async with self.http.ws_connect(url) as ws:
+            async for msg in ws:
+                events.append(msg.json())
+                if until and events[-1]["status"] in until:
+                    break
+        return events
+
+    async def _submit(self) -> str:
+        assert self.http is not None
+        async with self.http.post(f"http://{self.url}/api/order/execute", json=ORDER) as resp:
+            assert resp.status == 201
+            order_id: str = (await resp.json())["orderId"]
+        events = await self._stream(order_id, until={"submitted"})
+        # The event is stored before the transaction is sent: wait until the chain has it,
+        # so the model knows what a crash now would leave (a sent transaction).
+        signature = events[-1]["data"]["txHash"]
+        await self.market.chain.received(signature, timeout=5)
+        return order_id
+
+    def stored(self, order_id: str) -> list[Any]:
+        assert self.runner is not None
+        store = self.runner.app[SERVICES].store
+        return [e.to_message() for e in self.run(store.events(order_id))]
+
+    @precondition(lambda self: self.up)
+    @rule()
+    def submit(self) -> None:
+        self.model[self.run(self._submit())] = "will_confirm"
+
+    @precondition(lambda self: self.up)
+    @rule()
+    def submit_one_that_will_fail(self) -> None:
+        self.market.chain.drop_next(1)  # its blockhash expires: one attempt, so it fails
+        self.model[self.run(self._submit())] = "will_fail"
+
+    @precondition(lambda self: self.up)
+    @rule()
+    def deliver(self) -> None:
+        self.market.chain.release()
+        self.market.chain.hold()
+        for order_id, expected in list(self.model.items()):
+            if expected in TERMINAL_FOR:
+                events = self.run(self._stream(order_id))
+                assert events[-1]["status"] == TERMINAL_FOR[expected], events
+                self.model[order_id] = TERMINAL_FOR[expected]
+
+    @precondition(lambda self: self.up)
+    @rule()
+    def crash(self) -> None:
+        self.run(self._crash())
+
+    @precondition(lambda self: not self.up)
+    @rule()
+    def restart(self) -> None:
+        self.run(self._start())
+
+    @precondition(lambda self: self.up and bool(self.model))
+    @rule(data=st.data())
+    def reconnect_with_after(self, data: st.DataObject) -> None:
+        order_id = data.draw(st.sampled_from(list(self.model)))  # in submission order
+        stored = self.stored(order_id)
+        after = data.draw(st.integers(0, len(stored)))
+        expected = stored[after:]
+        if self.model[order_id] in TERMINAL_FOR:  # still in flight: read what there is
+            if not expected:
+                return
+            last = {expected[-1]["status"]}
+            seen = self.run(self._stream(order_id, after, until=last))
+        else:
+            seen = self.run(self._stream(order_id, after))
+        assert seen == expected
+
+    @precondition(lambda self: self.up)
+    @invariant()
+    def every_history_is_gap_free_and_legal(self) -> None:
+        for order_id, state in self.model.items():
+            events = self.stored(order_id)
+            assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+            statuses = [Status(e["status"]) for e in events]
+            for move in itertools.pairwise(statuses):
+                assert move in TRANSITIONS, statuses
+            if state in TERMINAL_FOR:
+                assert statuses[-1] in (Status.SUBMITTED, Status.CONFIRMED, Status.FAILED)
+            else:
+                assert statuses[-1].value == state
+                assert statuses.count(Status.SUBMITTED) == 1
+        landed = [entry.signature for entry in self.market.chain.ledger]
+        assert len(landed) == len(set(landed))
+        assert len(landed) == sum(1 for s in self.model.values() if s == "confirmed")
+
+    def teardown(self) -> None:
+        if self.up:
+            self.run(self._crash())
+        self.loop.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+EngineMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
+TestEngineMachine = EngineMachine.TestCase
