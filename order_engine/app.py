@@ -147,6 +147,8 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         app.router.add_get("/api/orders/execute", streams.execute)
         app.router.add_get("/api/order/status", streams.status)
         app.router.add_get("/api/order/{order_id}", rest.get_order)
+        app.router.add_get("/api/orders", rest.list_orders)
+        app.router.add_get("/api/orders/stream", streams.firehose)
         app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/healthz", rest.healthz)
     app.router.add_get("/readyz", rest.readyz)

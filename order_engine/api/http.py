@@ -12,6 +12,7 @@ from aiohttp import web
 
 from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError, error_response, json_response
+from order_engine.api.history import encode_cursor, parse_history_query
 from order_engine.api.validation import OrderParser, parse_json, parse_order_id
 from order_engine.engine import Engine, EngineUnavailable, OrderRequest
 from order_engine.hub import Hub
@@ -221,6 +222,18 @@ class RestHandlers:
                 raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def list_orders(self, request: web.Request) -> web.Response:
+        """GET /api/orders: the history, newest first, in cursor pages."""
+        query = parse_history_query(request.query, self._registry, request.get(CLIENT))
+        orders = await self._store.find(query)
+        full = len(orders) == query.limit
+        return json_response(
+            {
+                "orders": [order_json(o, self._registry) for o in orders],
+                "nextCursor": encode_cursor(orders[-1]) if full else None,
+            }
+        )
 
     async def get_order(self, request: web.Request) -> web.Response:
         order_id = parse_order_id(request.match_info.get("order_id"))

@@ -128,6 +128,24 @@ _SCHEMAS: dict[str, Any] = {
             "updatedAt": {"type": "number"},
         },
     ),
+    "OrderPage": _obj(
+        ["orders", "nextCursor"],
+        {
+            "orders": {"type": "array", "items": _ref("Order")},
+            "nextCursor": {
+                "type": ["string", "null"],
+                "description": "pass as `cursor` for the next (older) page; null on the last",
+            },
+        },
+    ),
+    "StreamWarning": _obj(
+        ["warning"],
+        {
+            "warning": _obj(
+                ["code", "message"], {"code": {"const": "lagged"}, "message": {"type": "string"}}
+            )
+        },
+    ),
     "OrderDetail": _obj(
         ["order", "events"],
         {"order": _ref("Order"), "events": {"type": "array", "items": _ref("OrderEvent")}},
@@ -224,6 +242,19 @@ _SCHEMAS: dict[str, Any] = {
 
 def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_TIME = {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "format": "date-time"}]}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -332,6 +363,53 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("OrderDetail", "the order"),
                 **_errors(400, 401, 404, 429),
+            },
+        }
+    },
+    "/api/orders": {
+        "get": {
+            "summary": "Order history: filters, newest first, cursor pages",
+            "operationId": "listOrders",
+            "description": "Pages stay stable while new orders arrive (keyset on creation "
+            "time and id). With authentication on, only the caller's orders.",
+            "parameters": [
+                _query("status", "one or more statuses, comma-separated", {"type": "string"}),
+                _query("tokenIn", "symbol or mint", {"type": "string"}),
+                _query("tokenOut", "symbol or mint", {"type": "string"}),
+                _query("from", "created at or after: epoch seconds or ISO 8601", _TIME),
+                _query("to", "created before: epoch seconds or ISO 8601", _TIME),
+                _query(
+                    "limit",
+                    "page size (default 50)",
+                    {"type": "integer", "minimum": 1, "maximum": 500},
+                ),
+                _query("cursor", "nextCursor of the previous page", {"type": "string"}),
+            ],
+            "responses": {
+                "200": _json("OrderPage", "a page of orders"),
+                **_errors(400, 401, 429),
+            },
+        }
+    },
+    "/api/orders/stream": {
+        "get": {
+            "summary": "Firehose: every event of every order, live",
+            "operationId": "ordersStreamWebSocket",
+            "description": "WebSocket upgrade. OrderEvent messages of all orders as they "
+            "happen (optionally filtered); a client too slow for the stream gets a "
+            "StreamWarning (`lagged`) for what was dropped, one that stops reading is "
+            "disconnected. Invalid filters: one Error message, then close 1008.",
+            "parameters": [
+                _query("status", "only these statuses, comma-separated", {"type": "string"}),
+                _query("tokenIn", "only orders selling this token", {"type": "string"}),
+                _query("tokenOut", "only orders buying this token", {"type": "string"}),
+            ],
+            "x-websocket": {
+                "receive": {"oneOf": [_ref("OrderEvent"), _ref("StreamWarning"), _ref("Error")]}
+            },
+            "responses": {
+                "101": {"description": "switching to WebSocket"},
+                **_errors(400, 401, 429),
             },
         }
     },

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,12 +19,15 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError
+from order_engine.api.history import parse_history_query
 from order_engine.api.http import OrderSubmitter
 from order_engine.api.ratelimit import client_key
 from order_engine.api.validation import OrderParser, parse_after, parse_json, parse_order_id
 from order_engine.hub import Hub
-from order_engine.orders import OrderEvent
+from order_engine.hub.base import Subscription
+from order_engine.orders import OrderEvent, Status
 from order_engine.store import Store, StoreError
+from order_engine.venues.tokens import REGISTRY, TokenRegistry
 
 log = logging.getLogger("order_engine.ws")
 
@@ -31,6 +35,36 @@ CLOSE_UNKNOWN_ORDER = 4404
 CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION  # 1008: malformed request
 CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY  # 1001: server shutting down
 CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER  # 1013: server cannot serve now
+
+
+LAGGED = {
+    "warning": {
+        "code": "lagged",
+        "message": "some events were dropped for this slow stream; GET /api/orders has them",
+    }
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _FirehoseFilter:
+    statuses: frozenset[Status]
+    token_in: str | None
+    token_out: str | None
+    client: str | None
+
+    @property
+    def needs_order(self) -> bool:
+        return bool(self.token_in or self.token_out or self.client)
+
+    def matches(self, facts: tuple[str, str, str | None] | None) -> bool:
+        if facts is None:
+            return False
+        token_in, token_out, client = facts
+        return (
+            (self.token_in is None or token_in == self.token_in)
+            and (self.token_out is None or token_out == self.token_out)
+            and (self.client is None or client == self.client)
+        )
 
 
 def _unknown(order_id: str) -> _Refused:
@@ -112,8 +146,11 @@ class OrderStreams:
         send_timeout: float,
         max_message_bytes: int,
         trust_forwarded_for: bool = False,
+        registry: TokenRegistry = REGISTRY,
     ) -> None:
         self._trust_forwarded_for = trust_forwarded_for
+        self._registry = registry
+        self._facts: dict[str, tuple[str, str, str | None]] = {}
         self._store = store
         self._hub = hub
         self._parser = parser
@@ -173,6 +210,68 @@ class OrderStreams:
         finally:
             self._connections.discard(ws)
         return ws
+
+    async def firehose(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/orders/stream upgraded: every event of every order as it happens,
+        optionally only some statuses (`status=a,b`) or a pair (`tokenIn`, `tokenOut`).
+        A client too slow for the stream gets a `lagged` warning for what it missed (the
+        history API has it) or, if it stops reading, is disconnected."""
+        try:
+            wanted = self._firehose_filter(request)
+        except ApiError as exc:
+            ws = await self._open(request)
+            await self._refuse(ws, exc, CLOSE_POLICY)
+            self._connections.discard(ws)
+            return ws
+        ws = await self._open(request)
+        try:
+            async with self._hub.subscribe_all() as sub:
+                reader = asyncio.create_task(self._drain_incoming(ws), name="firehose-read")
+                pump = asyncio.create_task(self._pump(ws, sub, wanted), name="firehose")
+                await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (reader, pump):
+                    task.cancel()
+                await asyncio.gather(reader, pump, return_exceptions=True)
+                if not pump.cancelled() and isinstance(pump.exception(), SlowConsumer):
+                    _abort(ws)
+        finally:
+            self._connections.discard(ws)
+        return ws
+
+    def _firehose_filter(self, request: web.Request) -> _FirehoseFilter:
+        params = dict(request.query)
+        params.pop("apiKey", None)
+        query = parse_history_query(params, self._registry, request.get(CLIENT))
+        if query.created_from or query.created_to or query.before or "limit" in params:
+            raise ApiError(400, "unknown_parameter", "the stream takes status, tokenIn, tokenOut")
+        return _FirehoseFilter(
+            frozenset(query.statuses), query.token_in, query.token_out, query.client_id
+        )
+
+    async def _pump(self, ws: web.WebSocketResponse, sub: Subscription, f: _FirehoseFilter) -> None:
+        while True:
+            event = await sub.next()
+            if event is None:
+                await self._send(ws, LAGGED)
+                continue
+            if f.statuses and event.status not in f.statuses:
+                continue
+            if f.needs_order and not f.matches(await self._order_facts(event.order_id)):
+                continue
+            await self._send(ws, event.to_message())
+
+    async def _order_facts(self, order_id: str) -> tuple[str, str, str | None] | None:
+        """(tokenIn, tokenOut, client) of an order, remembered: it never changes."""
+        facts = self._facts.get(order_id)
+        if facts is None:
+            order = await self._store.get(order_id)
+            if order is None:
+                return None
+            facts = (order.token_in, order.token_out, order.client_id)
+            self._facts[order_id] = facts
+            if len(self._facts) > 10_000:
+                self._facts.pop(next(iter(self._facts)))
+        return facts
 
     # -- streaming ----------------------------------------------------------------------
 

@@ -50,9 +50,11 @@ class Subscription:
 class LocalFanout:
     """Order id -> this process's subscriptions. Publishing is O(watchers of that order)."""
 
-    def __init__(self, inbox_size: int = 64) -> None:
+    def __init__(self, inbox_size: int = 64, firehose_inbox_size: int = 4096) -> None:
         self._inbox_size = inbox_size
+        self._firehose_inbox_size = firehose_inbox_size
         self._subs: dict[str, set[Subscription]] = {}
+        self._all: set[Subscription] = set()
 
     @asynccontextmanager
     async def subscribe(self, order_id: str) -> AsyncIterator[Subscription]:
@@ -67,12 +69,24 @@ class LocalFanout:
                 if not subs:
                     del self._subs[order_id]
 
+    @asynccontextmanager
+    async def subscribe_all(self) -> AsyncIterator[Subscription]:
+        """Every order's events (the firehose); None from `next` means some were dropped."""
+        sub = Subscription("*", self._firehose_inbox_size)
+        self._all.add(sub)
+        try:
+            yield sub
+        finally:
+            self._all.discard(sub)
+
     def dispatch(self, event: OrderEvent) -> None:
         for sub in self._subs.get(event.order_id, ()):
             sub.push(event)
+        for sub in self._all:
+            sub.push(event)
 
     def resync_all(self) -> None:
-        for subs in self._subs.values():
+        for subs in (*self._subs.values(), self._all):
             for sub in subs:
                 sub.resync()
 
@@ -89,6 +103,10 @@ class Hub(Protocol):
     def subscribe(self, order_id: str) -> AbstractAsyncContextManager[Subscription]:
         """Subscribe BEFORE reading the store: then nothing committed after the read is
         missed, and anything seen twice is dropped by seq."""
+        ...
+
+    def subscribe_all(self) -> AbstractAsyncContextManager[Subscription]:
+        """Every order's events, as they are published (the firehose)."""
         ...
 
     async def ping(self) -> None:

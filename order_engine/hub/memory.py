@@ -24,6 +24,9 @@ class MemoryHub:
     def subscribe(self, order_id: str) -> AbstractAsyncContextManager[Subscription]:
         return self._fanout.subscribe(order_id)
 
+    def subscribe_all(self) -> AbstractAsyncContextManager[Subscription]:
+        return self._fanout.subscribe_all()
+
     async def publish(self, event: OrderEvent) -> None:
         self._fanout.dispatch(event)
 

@@ -92,6 +92,9 @@ class RedisHub:
     def subscribe(self, order_id: str) -> AbstractAsyncContextManager[Subscription]:
         return self._fanout.subscribe(order_id)
 
+    def subscribe_all(self) -> AbstractAsyncContextManager[Subscription]:
+        return self._fanout.subscribe_all()
+
     async def publish(self, event: OrderEvent) -> None:
         self._fanout.dispatch(event)
         if self._redis is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from order_engine.store.base import DuplicateOrder, SeqConflict, Store, StoreError
+from order_engine.store.base import DuplicateOrder, OrderQuery, SeqConflict, Store, StoreError
 
 
 class UnsupportedStoreURL(ValueError):
@@ -50,4 +50,11 @@ def _split_schema(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
-__all__ = ["DuplicateOrder", "SeqConflict", "Store", "StoreError", "store_from_url"]
+__all__ = [
+    "DuplicateOrder",
+    "OrderQuery",
+    "SeqConflict",
+    "Store",
+    "StoreError",
+    "store_from_url",
+]

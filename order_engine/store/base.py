@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from order_engine.orders import Order, OrderEvent, Transition
+from order_engine.orders import Order, OrderEvent, Status, Transition
+
+
+@dataclass(frozen=True, slots=True)
+class OrderQuery:
+    """Filters of the order history, newest first. `before` is the keyset cursor: the
+    (created_at, order_id) of the last order of the previous page, so pages stay stable
+    however many orders arrive meanwhile."""
+
+    statuses: tuple[Status, ...] = ()
+    token_in: str | None = None
+    token_out: str | None = None
+    created_from: float | None = None  # inclusive, epoch seconds
+    created_to: float | None = None  # exclusive
+    client_id: str | None = None
+    before: tuple[float, str] | None = None
+    limit: int = 100
 
 
 class StoreError(Exception):
@@ -82,6 +99,10 @@ class Store(Protocol):
 
     async def events(self, order_id: str, after: int = 0) -> list[OrderEvent]:
         """The order's events with seq > after, in seq order."""
+        ...
+
+    async def find(self, query: OrderQuery) -> list[Order]:
+        """Orders matching the query, newest first (created_at, then order_id, descending)."""
         ...
 
     async def unfinished(self) -> list[Order]:

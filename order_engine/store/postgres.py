@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from order_engine.orders import Order, OrderEvent, Status
-from order_engine.store.base import DuplicateOrder, SeqConflict, StoreError
+from order_engine.store.base import DuplicateOrder, OrderQuery, SeqConflict, StoreError
 from order_engine.store.group_commit import (
     AppendWrite,
     CreateWrite,
@@ -349,6 +349,37 @@ class PostgresStore:
             after,
         )
         return [_event_from_record(r) for r in rows]
+
+    async def find(self, query: OrderQuery) -> list[Order]:
+        where: list[str] = ["true"]
+        params: list[Any] = []
+
+        def arg(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if query.statuses:
+            where.append(f"status = ANY({arg([s.value for s in query.statuses])}::text[])")
+        for column, value in (
+            ("token_in", query.token_in),
+            ("token_out", query.token_out),
+            ("client_id", query.client_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = {arg(value)}")
+        if query.created_from is not None:
+            where.append(f"created_at >= {arg(_ts(query.created_from))}")
+        if query.created_to is not None:
+            where.append(f"created_at < {arg(_ts(query.created_to))}")
+        if query.before is not None:
+            at, order_id = query.before
+            where.append(f"(created_at, order_id) < ({arg(_ts(at))}, {arg(order_id)})")
+        rows = await self._fetch(
+            f"SELECT {_READ_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
+            f" ORDER BY created_at DESC, order_id DESC LIMIT {arg(query.limit)}",
+            *params,
+        )
+        return [_order_from_record(r) for r in rows]
 
     async def unfinished(self) -> list[Order]:
         rows = await self._fetch(

@@ -20,7 +20,7 @@ import aiosqlite
 import orjson
 
 from order_engine.orders import Order, OrderEvent, Status, Transition
-from order_engine.store.base import DuplicateOrder, SeqConflict, StoreError
+from order_engine.store.base import DuplicateOrder, OrderQuery, SeqConflict, StoreError
 from order_engine.store.group_commit import (
     AppendWrite,
     CreateWrite,
@@ -456,6 +456,37 @@ class SQLiteStore:
         async with self._read_conn().execute(sql, (order_id, after)) as cur:
             rows = await cur.fetchall()
         return [event_from_row(r) for r in rows]
+
+    async def find(self, query: OrderQuery) -> list[Order]:
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if query.statuses:
+            where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+            params += [s.value for s in query.statuses]
+        for column, value in (
+            ("token_in", query.token_in),
+            ("token_out", query.token_out),
+            ("client_id", query.client_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.created_from is not None:
+            where.append("created_at >= ?")
+            params.append(query.created_from)
+        if query.created_to is not None:
+            where.append("created_at < ?")
+            params.append(query.created_to)
+        if query.before is not None:
+            where.append("(created_at, order_id) < (?, ?)")
+            params += list(query.before)
+        sql = (
+            f"SELECT {_READ_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, order_id DESC LIMIT ?"
+        )
+        async with self._read_conn().execute(sql, (*params, query.limit)) as cur:
+            rows = await cur.fetchall()
+        return [order_from_row(r) for r in rows]
 
     async def unfinished(self) -> list[Order]:
         sql = (

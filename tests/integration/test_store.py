@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from order_engine.orders import Order, OrderEvent, OrderUpdate, Status, Transition
-from order_engine.store import DuplicateOrder, SeqConflict, Store, store_from_url
+from order_engine.store import DuplicateOrder, OrderQuery, SeqConflict, Store, store_from_url
 from order_engine.store.sqlite import SQLiteStore
 from tests.services import postgres_schema
 
@@ -159,3 +160,30 @@ async def test_data_survives_reopening(tmp_path: Path) -> None:
 async def test_unknown_order_reads_empty(store: Store) -> None:
     assert await store.get("00000000-0000-4000-8000-999999999999") is None
     assert await store.events("00000000-0000-4000-8000-999999999999") == []
+
+
+async def test_find_pages_newest_first_and_stays_stable_under_inserts(store: Store) -> None:
+    for n in range(5):
+        await store.create(*new_order(n))
+    first = await store.find(OrderQuery(limit=2))
+    assert [o.created_at for o in first] == [1004.0, 1003.0]
+    await store.create(*new_order(9))  # a newer order arrives between pages
+    cursor = (first[-1].created_at, first[-1].order_id)
+    rest = await store.find(OrderQuery(limit=10, before=cursor))
+    assert [o.created_at for o in rest] == [1002.0, 1001.0, 1000.0]
+
+
+async def test_find_filters(store: Store) -> None:
+    for n in range(4):
+        order, first = new_order(n)
+        if n % 2:
+            order = replace(order, token_in="USDC", token_out="SOL")
+        await store.create(order, first)
+    await store.append(Transition(event(new_order(0)[0].order_id, 2, Status.FAILED), OrderUpdate()))
+    usdc = await store.find(OrderQuery(token_in="USDC"))
+    assert [o.created_at for o in usdc] == [1003.0, 1001.0]
+    failed = await store.find(OrderQuery(statuses=(Status.FAILED,)))
+    assert [o.created_at for o in failed] == [1000.0]
+    window = await store.find(OrderQuery(created_from=1001.0, created_to=1003.0))
+    assert [o.created_at for o in window] == [1002.0, 1001.0]
+    assert await store.find(OrderQuery(client_id="nobody")) == []
