@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from order_engine.api.auth import ApiKeys, auth_middleware
+from order_engine.api.dashboard import dashboard_routes
 from order_engine.api.http import OrderSubmitter, RestHandlers, error_middleware
 from order_engine.api.openapi import openapi_document
 from order_engine.api.ratelimit import TokenBuckets, rate_limit_middleware
@@ -21,6 +22,8 @@ from order_engine.api.ws import CLOSE_GOING_AWAY, Connections, OrderStreams
 from order_engine.config import Settings
 from order_engine.engine import Engine
 from order_engine.hub import Hub, MemoryHub
+from order_engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from order_engine.metrics import Metrics
 from order_engine.routing import Router
 from order_engine.store import Store, store_from_url
 from order_engine.venues import SimulatedMarket
@@ -40,6 +43,7 @@ class Services:
     market: Market
     engine: Engine
     connections: Connections
+    metrics: Metrics
 
 
 SERVICES = web.AppKey("services", Services)
@@ -67,6 +71,8 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         owner=replica_id(settings),
         lease_s=settings.engine.lease_s,
     )
+    metrics = Metrics()
+    store.observe_batches(metrics.store_batch.observe)
     hub: Hub
     if settings.hub.redis_url:
         from order_engine.hub.redis import RedisHub
@@ -94,9 +100,15 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         lease_s=settings.engine.lease_s,
         # One process per SQLite file: nobody else's orders to take over after start-up.
         claim_interval=None if sqlite else settings.engine.claim_interval_ms / 1000,
+        metrics=metrics,
     )
     connections = Connections(per_client=settings.limits.websockets_per_client)
-    return Services(settings, store, hub, market, engine, connections)
+    metrics.watch(
+        queue_depth=lambda: engine.queue_depth,
+        in_flight=lambda: engine.held,
+        websockets=lambda: len(connections),
+    )
+    return Services(settings, store, hub, market, engine, connections, metrics)
 
 
 def build_app(settings: Settings, *, market: Market | None = None) -> web.Application:
@@ -141,6 +153,10 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=openapi_body, content_type="application/json")
 
+    async def metrics(request: web.Request) -> web.Response:
+        body = services.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
     if settings.engine.role != "worker":  # a worker executes; it serves no public API
         app.router.add_post("/api/order/execute", rest.execute)
         app.router.add_post("/api/orders/execute", rest.execute)
@@ -150,6 +166,8 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         app.router.add_get("/api/orders", rest.list_orders)
         app.router.add_get("/api/orders/stream", streams.firehose)
         app.router.add_get("/api/openapi.json", openapi)
+        app.add_routes(dashboard_routes())
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", rest.healthz)
     app.router.add_get("/readyz", rest.readyz)
     app.cleanup_ctx.append(_lifecycle)

@@ -27,6 +27,7 @@ from typing import Any
 
 from order_engine.config import EngineSettings
 from order_engine.hub import Hub
+from order_engine.metrics import Metrics
 from order_engine.orders import (
     TERMINAL,
     Order,
@@ -36,7 +37,7 @@ from order_engine.orders import (
     Transition,
     check_transition,
 )
-from order_engine.routing import Route, Router
+from order_engine.routing import Route, Router, gain_bps
 from order_engine.store import SeqConflict, Store, StoreError
 from order_engine.venues.base import (
     Chain,
@@ -118,6 +119,7 @@ class Engine:
         execute: bool = True,
         lease_s: float = 15.0,
         claim_interval: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """`execute=False`: an API-only replica that stores orders for workers to claim.
         `claim_interval`: how often to look for orders nobody holds (None: never after
@@ -136,6 +138,7 @@ class Engine:
         self._retries: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self._busy: dict[int, str] = {}  # worker number -> order id (for shutdown logs)
+        self._metrics = metrics
         self._execute = execute
         self._lease_s = lease_s
         self._claim_interval = claim_interval
@@ -267,6 +270,11 @@ class Engine:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def held(self) -> int:
+        """Orders this engine holds: queued, being worked on, awaiting confirmation."""
+        return len(self._active)
+
     # -- intake -------------------------------------------------------------------------
 
     async def submit(self, request: OrderRequest) -> Order:
@@ -310,6 +318,8 @@ class Engine:
             },
         )
         await self._store.create(order, first, owned=self._execute)
+        if self._metrics is not None:
+            self._metrics.events.labels(Status.PENDING.value).inc()
         await self._hub.publish(first)
         if not self._execute:
             return order  # a worker replica claims it
@@ -548,6 +558,8 @@ class Engine:
             # Usually another replica took the order over; `_reload` checks.
             raise OrderLost(f"write of seq {event.seq} fenced off") from None
         run.order = _apply(order, event, update)
+        if self._metrics is not None:
+            self._measure(order, event)
         if status in TERMINAL:
             self._active.discard(order.order_id)
         if status is Status.ROUTING:
@@ -575,6 +587,16 @@ class Engine:
             self._active.discard(order_id)
             return
         self._adopt(order)
+
+    def _measure(self, before: Order, event: OrderEvent) -> None:
+        assert self._metrics is not None
+        m, status = self._metrics, event.status.value
+        m.events.labels(status).inc()
+        m.stage_seconds.labels(status).observe(max(0.0, event.ts - before.updated_at))
+        if event.status in TERMINAL:
+            code = event.data.get("error", {}).get("code", "") if event.data else ""
+            m.finished.labels(status, code).inc()
+            m.order_seconds.labels(status).observe(max(0.0, event.ts - before.created_at))
 
     def _spawn(
         self,
@@ -632,6 +654,11 @@ class Engine:
         return data
 
     def _log_decision(self, run: _Run, route: Route) -> None:
+        if self._metrics is not None:
+            self._metrics.venue_wins.labels(route.dex, str(route.split).lower()).inc()
+            if len(route.quotes) > 1:
+                spread = gain_bps(route.quotes[0].amount_out, route.quotes[1].amount_out)
+                self._metrics.quote_spread_bps.observe(spread)
         out = run.token_out
         quotes = ", ".join(f"{q.venue} {out.format(q.amount_out)}" for q in route.quotes)
         skipped = "".join(f", {name} skipped ({code})" for name, code in route.skipped)

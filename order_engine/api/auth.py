@@ -12,8 +12,14 @@ from aiohttp.typedefs import Handler, Middleware
 from order_engine.api.errors import ApiError
 
 CLIENT = web.RequestKey("client", str)  # the API key's name, set when authentication is on
-# Liveness and readiness answer load balancers and orchestrators, which hold no key.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# Liveness and readiness answer load balancers and orchestrators, which hold no key; the
+# dashboard's page and assets hold no data (the page asks for a key to fetch any).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
+PUBLIC_PREFIX = "/static/"
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
 
 
 def digest(key: str) -> str:
@@ -45,7 +51,7 @@ class ApiKeys:
 def auth_middleware(keys: ApiKeys) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if keys.enabled and request.path not in PUBLIC_PATHS:
+        if keys.enabled and not is_public(request.path):
             key = request.headers.get("x-api-key")
             if key is None and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
                 key = request.query.get("apiKey")  # browsers cannot set WebSocket headers

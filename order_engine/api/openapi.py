@@ -413,6 +413,40 @@ _PATHS: dict[str, Any] = {
             },
         }
     },
+    "/": {
+        "get": {
+            "summary": "The live dashboard (HTML); its assets are under /static/",
+            "operationId": "dashboard",
+            "security": [],
+            "responses": {
+                "200": {"description": "the page", "content": {"text/html": {"schema": {}}}}
+            },
+        }
+    },
+    "/static/{name}": {
+        "get": {
+            "summary": "A dashboard asset (script, style sheet)",
+            "operationId": "dashboardAsset",
+            "security": [],
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "the asset"},
+                **_errors(404),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (text exposition format)",
+            "operationId": "metrics",
+            "responses": {
+                "200": {"description": "metrics", "content": {"text/plain": {"schema": {}}}},
+                **_errors(401, 429),
+            },
+        }
+    },
     "/healthz": {
         "get": {
             "summary": "Liveness: the process answers",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -111,4 +112,8 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise StoreError if the store cannot answer."""
+        ...
+
+    def observe_batches(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(size)` after each committed write batch (metrics)."""
         ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -53,7 +54,8 @@ class GroupCommit:
         self._queue: asyncio.Queue[Write | None] = asyncio.Queue()  # None: stop
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.batch_sizes: list[int] = []  # the most recent batches (metrics, tests)
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # the most recent batches (tests)
+        self.on_batch: Callable[[int], None] | None = None  # metrics
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=self._name)
@@ -111,4 +113,5 @@ class GroupCommit:
                     fail(write, StoreError(f"write failed: {exc}"))
                 continue
             self.batch_sizes.append(len(batch))
-            del self.batch_sizes[:-1000]
+            if self.on_batch is not None:
+                self.on_batch(len(batch))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -162,7 +163,10 @@ class PostgresStore:
 
     @property
     def batch_sizes(self) -> list[int]:
-        return self._writes.batch_sizes
+        return list(self._writes.batch_sizes)
+
+    def observe_batches(self, callback: Callable[[int], None]) -> None:
+        self._writes.on_batch = callback
 
     @property
     def owner(self) -> str:

@@ -228,7 +228,10 @@ class SQLiteStore:
 
     @property
     def batch_sizes(self) -> list[int]:
-        return self._writes.batch_sizes
+        return list(self._writes.batch_sizes)
+
+    def observe_batches(self, callback: Callable[[int], None]) -> None:
+        self._writes.on_batch = callback
 
     @property
     def owner(self) -> str:

@@ -1,0 +1,53 @@
+"""GET /metrics: Prometheus exposition with the engine's own numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from aiohttp.web import Application
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import post_order, services, watch
+
+
+async def scrape(client: TestClient[Any, Application]) -> dict[tuple[str, tuple[Any, ...]], float]:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+async def test_metrics_count_orders_stages_venues_and_batches(
+    client: TestClient[Any, Application],
+) -> None:
+    for _ in range(3):
+        await watch(client, await post_order(client))
+    services(client).market.chain.drop_next(3)  # three drops: the fourth order fails
+    await watch(client, await post_order(client))
+    m = await scrape(client)
+    assert m[("order_engine_orders_finished_total", (("code", ""), ("status", "confirmed")))] == 3
+    failed = ("order_engine_orders_finished_total", (("code", "tx_dropped"), ("status", "failed")))
+    assert m[failed] == 1
+    assert m[("order_engine_events_total", (("status", "pending"),))] == 4
+    assert m[("order_engine_stage_seconds_count", (("status", "submitted"),))] == 6
+    wins = sum(v for (name, _), v in m.items() if name == "order_engine_venue_wins_total")
+    assert wins == 6  # 3 + 3 routing decisions (the failing order tried three times)
+    assert m[("order_engine_quote_spread_bps_count", ())] == 6
+    assert m[("order_engine_store_batch_size_sum", ())] >= 4 * 5  # every event was written
+    assert m[("order_engine_queue_depth", ())] == 0
+    assert m[("order_engine_in_flight_orders", ())] == 0
+
+
+async def test_open_websockets_are_counted(client: TestClient[Any, Application]) -> None:
+    services(client).market.chain.hold()
+    order_id = await post_order(client)
+    async with client.ws_connect(f"/api/order/status?orderId={order_id}"):
+        m = await scrape(client)
+        assert m[("order_engine_websocket_connections", ())] == 1
+        assert m[("order_engine_in_flight_orders", ())] == 1
+    services(client).market.chain.release()
