@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +20,7 @@ from order_engine.config import (
     load_settings,
     validate,
 )
+from order_engine.logs import configure as configure_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,12 +31,36 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"order_engine {__version__}")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the service (the default)")
+    submit = sub.add_parser("submit", help="submit an order and show its stages live")
+    submit.add_argument("token_in", help="token to sell, e.g. SOL")
+    submit.add_argument("token_out", help="token to buy, e.g. USDC")
+    submit.add_argument("amount", help="amount of token_in, e.g. 1.5")
+    submit.add_argument("--slippage-bps", type=int, help="slippage tolerance (default 50)")
+    submit.add_argument("--client-order-id", help="your own id for the order")
+    watch = sub.add_parser("watch", help="show an order's stages live")
+    watch.add_argument("order_id")
+    for p in (submit, watch):
+        p.add_argument(
+            "--url",
+            default=os.environ.get("ORDER_ENGINE_URL", "http://127.0.0.1:3000"),
+            help="the engine (default http://127.0.0.1:3000, env ORDER_ENGINE_URL)",
+        )
+        p.add_argument(
+            "--api-key",
+            default=os.environ.get("ORDER_ENGINE_API_KEY"),
+            help="when the engine requires one (env ORDER_ENGINE_API_KEY)",
+        )
     key = sub.add_parser("new-key", help="make an API key and the [auth] api_keys entry for it")
     key.add_argument("name", help="the client's name (orders are scoped to it)")
     for p in (parser, serve):
         p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
         p.add_argument("--port", type=int, help="port to listen on (default 3000, env PORT)")
         p.add_argument("--config", type=Path, help="TOML file (default ./config.toml if present)")
+        p.add_argument(
+            "--log-format",
+            choices=("text", "json"),
+            help="text (default) or json: one JSON object per line, for log collectors",
+        )
         p.add_argument(
             "--role",
             choices=ROLES,
@@ -49,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "new-key":
         return _new_key(args.name)
+    if args.command in ("submit", "watch"):
+        return _client(args)
     try:
         settings = load_settings(args.config or default_config_path())
         overrides = {}
@@ -59,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings.replace(server=overrides)
         if args.role:
             settings = settings.replace(engine={"role": args.role})
+        if args.log_format:
+            settings = settings.replace(server={"log_format": args.log_format})
         validate(settings)
     except ConfigError as exc:
         print(f"order-engine: configuration error: {exc}", file=sys.stderr)
@@ -67,10 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logs(settings.server.log_level, settings.server.log_format)
     _install_uvloop()
     from order_engine.app import build_app  # after the loop policy is chosen
 
@@ -103,6 +129,23 @@ def serve(settings: Settings) -> int:
         print(f"order-engine: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
+
+
+def _client(args: argparse.Namespace) -> int:
+    from order_engine.client import run
+
+    order = None
+    if args.command == "submit":
+        order = {"tokenIn": args.token_in, "tokenOut": args.token_out, "amount": args.amount}
+        if args.slippage_bps is not None:
+            order["slippageBps"] = args.slippage_bps
+        if args.client_order_id:
+            order["clientOrderId"] = args.client_order_id
+    order_id = getattr(args, "order_id", None)
+    try:
+        return asyncio.run(run(args.url, args.api_key, order=order, order_id=order_id))
+    except KeyboardInterrupt:
+        return 130
 
 
 def _new_key(name: str) -> int:

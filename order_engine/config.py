@@ -36,6 +36,7 @@ class ServerSettings:
     # How long a graceful stop waits for in-flight stages before cancelling them.
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object per line, for log collectors
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +295,7 @@ def validate(s: Settings) -> None:
     need(0 < s.server.port < 65536, f"server.port must be 1..65535, not {s.server.port}")
     need(s.server.max_body_bytes >= 256, "server.max_body_bytes must be at least 256")
     need(s.server.body_timeout_s > 0, "server.body_timeout_s must be positive")
+    need(s.server.log_format in ("text", "json"), "server.log_format must be text or json")
     need(s.engine.workers >= 1, "engine.workers must be at least 1")
     need(s.engine.queue_size >= 1, "engine.queue_size must be at least 1")
     need(s.engine.max_attempts >= 1, "engine.max_attempts must be at least 1")
