@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -9,6 +12,8 @@ from aiohttp.web import Application
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import post_order, services, watch
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def scrape(client: TestClient[Any, Application]) -> dict[tuple[str, tuple[Any, ...]], float]:
@@ -51,3 +56,19 @@ async def test_open_websockets_are_counted(client: TestClient[Any, Application])
         assert m[("order_engine_websocket_connections", ())] == 1
         assert m[("order_engine_in_flight_orders", ())] == 1
     services(client).market.chain.release()
+
+
+async def test_the_grafana_dashboard_queries_only_metrics_the_engine_exports(
+    client: TestClient[Any, Application],
+) -> None:
+    await watch(client, await post_order(client))
+    exported = {name for name, _ in await scrape(client)}
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/order_engine.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"order_engine_[a-z_]+", target["expr"])
+    }
+    assert queried, "the dashboard has queries"
+    assert queried <= exported, queried - exported
