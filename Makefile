@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test lint typecheck check clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# Real server processes under a separate load generator; one table, JSON in bench/results/.
+bench: $(STAMP)
+	$(BIN)/python -m bench --runs 3 --duration 8 $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
