@@ -117,3 +117,7 @@ class Store(Protocol):
     def observe_batches(self, callback: Callable[[int], None]) -> None:
         """Call `callback(size)` after each committed write batch (metrics)."""
         ...
+
+    async def on_new_orders(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when an order nobody owns is stored (wakes idle claimers)."""
+        ...

@@ -78,6 +78,7 @@ WHERE order_id IN (
 )
 RETURNING {_READ_COLUMNS}
 """
+NEW_ORDERS_CHANNEL = "order_engine_new_orders"
 # Any constant shared by every replica: migrations run under this advisory lock, so two
 # replicas starting together do not both apply them.
 _MIGRATION_LOCK = zlib.crc32(b"order_engine.migrations")
@@ -159,6 +160,7 @@ class PostgresStore:
         self._lease_s = lease_s
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
         self._writes = GroupCommit(self._commit_batch, max_batch=max_batch, name="pg-writer")
 
     @property
@@ -189,13 +191,27 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self._writes.stop()
+        if self._listener is not None:
+            await self._listener.close()
         if self._pool is not None:
             await self._pool.close()
 
     async def abort(self) -> None:
         await self._writes.abort()
+        if self._listener is not None:
+            self._listener.terminate()
         if self._pool is not None:
             self._pool.terminate()
+
+    async def on_new_orders(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when some replica stores an order nobody owns yet. Best effort:
+        a lost listening connection is not re-opened, claimers' polling covers it."""
+        settings = {"search_path": self._schema} if self._schema else {}
+        try:
+            self._listener = await asyncpg.connect(self._dsn, server_settings=settings)
+            await self._listener.add_listener(NEW_ORDERS_CHANNEL, lambda *_: callback())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("postgres: not listening for new orders (%s); polling only", exc)
 
     def _p(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -236,6 +252,9 @@ class PostgresStore:
             async with self._p().acquire() as conn, conn.transaction():
                 for write in batch:
                     outcomes.append((write, await self._apply(conn, write)))
+                if any(isinstance(w, CreateWrite) and not w.owned for w in batch):
+                    # Delivered on commit: idle workers claim at once instead of polling.
+                    await conn.execute("SELECT pg_notify($1, '')", NEW_ORDERS_CHANNEL)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             for write in batch:
                 fail(write, StoreError(f"PostgreSQL write failed: {exc}"))

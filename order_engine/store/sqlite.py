@@ -233,6 +233,9 @@ class SQLiteStore:
     def observe_batches(self, callback: Callable[[int], None]) -> None:
         self._writes.on_batch = callback
 
+    async def on_new_orders(self, callback: Callable[[], None]) -> None:
+        """One process per file: it took every order itself; nothing to hear of."""
+
     @property
     def owner(self) -> str:
         return self._owner

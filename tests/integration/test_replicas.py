@@ -84,3 +84,18 @@ async def test_api_replicas_take_orders_and_workers_execute_them(
             assert await reach(api, order.order_id, TERMINAL) is Status.CONFIRMED
             assert (await history(w1, order.order_id)).count(Status.SUBMITTED) == 1
     assert len(market.chain.ledger) == 20
+
+
+async def test_an_idle_worker_is_woken_by_notify_not_by_its_poll(
+    pg_settings: Settings, market: SimulatedMarket
+) -> None:
+    require_redis()
+    shared = pg_settings.replace(hub={"redis_url": f"redis://{REDIS_HOST}:{REDIS_PORT}/0"})
+    # Polls once a minute and leases for five: only the notification can wake it in time.
+    slow = {"role": "worker", "claim_interval_ms": 60_000.0, "lease_s": 300.0}
+    async with (
+        running(replica(shared, "w", **slow), market),
+        running(replica(shared, "api", role="api"), market) as api,
+    ):
+        order = await api.engine.submit(REQUEST)
+        assert await reach(api, order.order_id, TERMINAL, timeout=10) is Status.CONFIRMED
