@@ -77,7 +77,12 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
     if settings.hub.redis_url:
         from order_engine.hub.redis import RedisHub
 
-        hub = RedisHub(settings.hub.redis_url, inbox_size=settings.hub.inbox_size)
+        hub = RedisHub(
+            settings.hub.redis_url,
+            inbox_size=settings.hub.inbox_size,
+            last_seqs=store.last_seqs,
+            audit_interval=settings.hub.audit_interval_s,
+        )
     else:
         hub = MemoryHub(settings.hub.inbox_size)
     if market is None:

@@ -95,6 +95,9 @@ class StoreSettings:
 class HubSettings:
     redis_url: str = ""
     inbox_size: int = 64
+    # With Redis: how often watchers are checked against the store, for events a replica
+    # committed but died before publishing.
+    audit_interval_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +298,7 @@ def validate(s: Settings) -> None:
     need(0 < s.server.port < 65536, f"server.port must be 1..65535, not {s.server.port}")
     need(s.server.max_body_bytes >= 256, "server.max_body_bytes must be at least 256")
     need(s.server.body_timeout_s > 0, "server.body_timeout_s must be positive")
+    need(s.hub.audit_interval_s > 0, "hub.audit_interval_s must be positive")
     need(s.server.log_format in ("text", "json"), "server.log_format must be text or json")
     need(s.engine.workers >= 1, "engine.workers must be at least 1")
     need(s.engine.queue_size >= 1, "engine.queue_size must be at least 1")

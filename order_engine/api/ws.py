@@ -343,6 +343,7 @@ class OrderStreams:
                 last = await self._send_event(ws, event)
                 if event.terminal:
                     return
+            sub.position = last
             while True:
                 incoming = await sub.next()
                 if incoming is not None and incoming.seq <= last:
@@ -356,6 +357,7 @@ class OrderStreams:
                     last = await self._send_event(ws, event)
                     if event.terminal:
                         return
+                sub.position = last
 
     async def _send_event(self, ws: web.WebSocketResponse, event: OrderEvent) -> int:
         await self._send(ws, event.to_message())

@@ -14,10 +14,13 @@ class Subscription:
     """One watcher's bounded inbox. A watcher that falls behind is not allowed to grow
     memory: its inbox is dropped and it is told to re-read the store after its last seq."""
 
-    __slots__ = ("_queue", "lagged", "order_id")
+    __slots__ = ("_queue", "lagged", "order_id", "position")
 
     def __init__(self, order_id: str, maxsize: int) -> None:
         self.order_id = order_id
+        # The last seq the watcher has delivered (it says so): audits compare it with the
+        # store to find watchers that missed an event nobody will publish again.
+        self.position = 0
         # None in the inbox is the "you lagged" wake-up for a reader blocked in `next`.
         self._queue: asyncio.Queue[OrderEvent | None] = asyncio.Queue(maxsize + 1)
         self.lagged = False
@@ -84,6 +87,20 @@ class LocalFanout:
             sub.push(event)
         for sub in self._all:
             sub.push(event)
+
+    def watched(self) -> list[str]:
+        return list(self._subs)
+
+    def resync_behind(self, stored: dict[str, int]) -> int:
+        """Tell every watcher whose position is behind the stored last seq to re-read the
+        store; returns how many were told."""
+        told = 0
+        for order_id, last_seq in stored.items():
+            for sub in self._subs.get(order_id, ()):
+                if sub.position < last_seq:
+                    sub.resync()
+                    told += 1
+        return told
 
     def resync_all(self) -> None:
         for subs in (*self._subs.values(), self._all):

@@ -6,8 +6,10 @@ locally at once (lower latency, and they still flow when Redis is down); watcher
 duplicates by seq. Redis is never trusted to be complete: while it is unreachable, watchers
 are told every `poll_interval` to re-read the store, and once more after reconnecting; a
 replica whose publish failed broadcasts a "re-sync" as soon as Redis takes it again, so the
-other replicas' watchers re-read the store too. A client never misses an event, it only
-gets it a little later.
+other replicas' watchers re-read the store too. And a replica killed between committing an
+event and publishing it can tell nobody: so every `audit_interval` each process compares
+its watchers' positions with the store's last seqs (one query for all of them) and sends
+the ones behind to the store. A client never misses an event, it only gets it a little later.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -31,6 +34,7 @@ from order_engine.orders import OrderEvent, Status
 log = logging.getLogger("order_engine.hub.redis")
 
 CHANNEL = "order_engine:events"
+LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
 # Control message: "some of my events never reached you; re-read the store".
 RESYNC = b'{"resync":true}'
 
@@ -52,7 +56,12 @@ class RedisHub:
         inbox_size: int = 64,
         poll_interval: float = 0.5,
         channel: str = CHANNEL,
+        last_seqs: LastSeqs | None = None,
+        audit_interval: float = 5.0,
     ) -> None:
+        self._last_seqs = last_seqs
+        self._audit_interval = audit_interval
+        self._auditor: asyncio.Task[None] | None = None
         self._url = url
         self._channel = channel
         self._poll_interval = poll_interval
@@ -74,9 +83,11 @@ class RedisHub:
             retry_on_error=[RedisConnectionError],
         )
         self._listener = asyncio.create_task(self._listen(), name="redis-hub-listener")
+        if self._last_seqs is not None:
+            self._auditor = asyncio.create_task(self._audit(), name="redis-hub-audit")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._announcer):
+        for task in (self._listener, self._announcer, self._auditor):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -109,6 +120,22 @@ class RedisHub:
                 self._announcer = asyncio.create_task(
                     self._announce_missed(), name="redis-hub-resync"
                 )
+
+    async def _audit(self) -> None:
+        assert self._last_seqs is not None
+        while True:
+            await asyncio.sleep(self._audit_interval)
+            watched = self._fanout.watched()
+            if not watched:
+                continue
+            try:
+                stored = await self._last_seqs(watched)
+            except Exception as exc:  # the store's outage is reported elsewhere
+                log.debug("watcher audit skipped: %s", exc)
+                continue
+            told = self._fanout.resync_behind(stored)
+            if told:
+                log.info("%d watcher(s) behind the store: re-reading it", told)
 
     async def _announce_missed(self) -> None:
         assert self._redis is not None

@@ -106,6 +106,10 @@ class Store(Protocol):
         """Orders matching the query, newest first (created_at, then order_id, descending)."""
         ...
 
+    async def last_seqs(self, order_ids: list[str]) -> dict[str, int]:
+        """The stored last seq of each of these orders (unknown ids are left out)."""
+        ...
+
     async def unfinished(self) -> list[Order]:
         """Every order not yet confirmed or failed, oldest first (crash recovery)."""
         ...

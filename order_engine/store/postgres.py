@@ -404,6 +404,12 @@ class PostgresStore:
         )
         return [_order_from_record(r) for r in rows]
 
+    async def last_seqs(self, order_ids: list[str]) -> dict[str, int]:
+        rows = await self._fetch(
+            "SELECT order_id, last_seq FROM orders WHERE order_id = ANY($1::text[])", order_ids
+        )
+        return {r["order_id"]: r["last_seq"] for r in rows}
+
     async def unfinished(self) -> list[Order]:
         rows = await self._fetch(
             f"SELECT {_READ_COLUMNS} FROM orders"

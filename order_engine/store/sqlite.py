@@ -494,6 +494,18 @@ class SQLiteStore:
             rows = await cur.fetchall()
         return [order_from_row(r) for r in rows]
 
+    async def last_seqs(self, order_ids: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(order_ids), 500):  # SQLite caps bound parameters
+            chunk = order_ids[start : start + 500]
+            sql = (
+                "SELECT order_id, last_seq FROM orders"
+                f" WHERE order_id IN ({', '.join('?' * len(chunk))})"
+            )
+            async with self._read_conn().execute(sql, chunk) as cur:
+                found.update({row[0]: row[1] for row in await cur.fetchall()})
+        return found
+
     async def unfinished(self) -> list[Order]:
         sql = (
             f"SELECT {_READ_COLUMNS} FROM orders"

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from order_engine.hub.base import LocalFanout
 from order_engine.hub.redis import CHANNEL, RedisHub
-from order_engine.orders import OrderEvent, Status
+from order_engine.orders import OrderEvent, OrderUpdate, Status, Transition
+from order_engine.store import store_from_url
 from tests.cluster import redis_server
+from tests.integration.test_store import new_order
 from tests.services import REDIS_HOST, REDIS_PORT, free_port, require_redis
 
 ORDER = "00000000-0000-4000-8000-000000000001"
@@ -89,3 +92,42 @@ async def test_watchers_are_told_to_resync_while_redis_is_down(tmp_path: Path) -
             while seen[-1] is None:
                 seen.append(await next_event(sub))
             assert seen[-1] == event(3)
+
+
+async def test_a_watcher_behind_the_store_is_sent_back_to_it(tmp_path: Path) -> None:
+    """A replica committed an event and died before publishing it: nobody will ever
+    publish it. The audit compares the watcher's position with the store and tells it."""
+    require_redis()
+    store = store_from_url(f"sqlite:///{tmp_path}/orders.db", sqlite_synchronous="NORMAL")
+    await store.open()
+    order, first = new_order()
+    await store.create(order, first)
+    h = RedisHub(
+        f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+        channel=f"{CHANNEL}:test:{free_port()}",
+        last_seqs=store.last_seqs,
+        audit_interval=0.05,
+    )
+    await h.start()
+    try:
+        async with h.subscribe(order.order_id) as behind, h.subscribe(order.order_id) as ahead:
+            behind.position = 1
+            ahead.position = 2
+            await store.append(
+                Transition(
+                    OrderEvent(order.order_id, 2, Status.ROUTING, "m", 2.0, {}), OrderUpdate()
+                )
+            )  # committed, never published
+            assert await next_event(behind) is None
+            assert h.watcher_count == 2
+    finally:
+        await h.stop()
+        await store.close()
+
+
+async def test_only_watchers_behind_are_told() -> None:
+    fanout = LocalFanout()
+    async with fanout.subscribe("a") as behind, fanout.subscribe("a") as ahead:
+        behind.position, ahead.position = 1, 3
+        assert fanout.resync_behind({"a": 3, "b": 7}) == 1
+        assert (behind.lagged, ahead.lagged) == (True, False)

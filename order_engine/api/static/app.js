@@ -1,0 +1,1146 @@
+// order_engine live dashboard: plain JS, no dependencies, everything from this engine.
+//
+// Sources: the firehose WebSocket (/api/orders/stream: every event of every order, live),
+// GET /api/orders (recent history on every (re)connect), GET /api/order/{id} (an order's
+// events when only its snapshot is known) and, for orders submitted here, the order's own
+// stream (/api/order/status), which replays its history and so misses nothing.
+
+const TOKENS = ["SOL", "USDC", "USDT", "BONK", "JUP", "RAY", "WSOL"];
+const STAGES = ["pending", "routing", "building", "submitted", "confirmed"];
+const TERMINAL = new Set(["confirmed", "failed"]);
+const VENUES = ["Raydium", "Meteora"];
+// The token a pair is priced in: the earlier one in this list (USDC per SOL, SOL per JUP...).
+const QUOTE_RANK = ["USDC", "USDT", "SOL", "WSOL", "JUP", "RAY", "BONK"];
+const STAGE_HINT = {
+  routing: "queue wait",
+  building: "quotes & route",
+  submitted: "build & send",
+  confirmed: "landing",
+  failed: "to failure",
+};
+const MAX_ORDERS = 300; // kept in memory (and in the table)
+const MAX_POINTS = 400; // chart points per pair
+const HISTORY_LIMIT = 50;
+const DETAIL_PREFETCH = 20; // history orders whose events are fetched for decisions/latency
+const KEY_STORAGE = "order_engine.apiKey";
+
+const $ = (sel) => document.querySelector(sel);
+
+const state = {
+  orders: new Map(), // orderId -> record
+  points: new Map(), // pair key -> [{t, dex, price, won, id}]
+  pointKeys: new Set(), // orderId:seq of building events already charted
+  selected: null, // orderId shown in the detail panel
+  chartPair: "SOL→USDC",
+  chartPairChosen: false,
+  fetching: new Set(), // orderIds whose details are being fetched
+  watching: new Map(), // orderId -> WebSocket for orders submitted here
+};
+
+// ---------------------------------------------------------------------------------------
+// formatting
+
+const nf = (digits) =>
+  new Intl.NumberFormat("en-US", { maximumSignificantDigits: digits, useGrouping: true });
+const PRICE_FMT = nf(6);
+const INT_FMT = new Intl.NumberFormat("en-US");
+
+function fmtPrice(x) {
+  if (x === null || x === undefined || !Number.isFinite(x)) return "—";
+  if (x !== 0 && Math.abs(x) < 1e-4) return x.toPrecision(4);
+  return PRICE_FMT.format(x);
+}
+
+// Amounts are exact decimal strings: shorten for display without going through a float.
+function fmtAmount(s) {
+  if (s === null || s === undefined) return "—";
+  const text = String(s);
+  const [int, frac] = text.split(".");
+  const grouped = int.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  if (!frac) return grouped;
+  const keep = int.length >= 4 ? 2 : 6;
+  const cut = frac.slice(0, keep).replace(/0+$/, "");
+  return cut ? `${grouped}.${cut}` : grouped;
+}
+
+function fmtMs(ms) {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return "—";
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 100) return `${ms.toFixed(1)} ms`;
+  if (ms < 10000) return `${Math.round(ms)} ms`;
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+function fmtTime(ts) {
+  if (!ts) return "—";
+  const d = new Date(ts * 1000);
+  return d.toLocaleTimeString("en-GB", { hour12: false });
+}
+
+const shortId = (id) => id.slice(0, 8);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("data-") || k.startsWith("aria-") || k === "role" || k === "title")
+      node.setAttribute(k, v === true ? "true" : String(v));
+    else node[k] = v;
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function median(values) {
+  return quantile(values, 0.5);
+}
+
+function quantile(values, q) {
+  if (!values.length) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+// ---------------------------------------------------------------------------------------
+// API access (the optional key: x-api-key header, apiKey query parameter on WebSockets)
+
+function apiKey() {
+  try {
+    return localStorage.getItem(KEY_STORAGE) || "";
+  } catch {
+    return "";
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  const key = apiKey();
+  if (key) headers.set("x-api-key", key);
+  const resp = await fetch(path, { ...options, headers });
+  let body = null;
+  if ((resp.headers.get("content-type") || "").includes("application/json")) {
+    body = await resp.json();
+  }
+  if (resp.status === 401) showNotice("This engine needs an API key: enter it at the top.");
+  return { status: resp.status, ok: resp.ok, body };
+}
+
+function wsUrl(path, params = {}) {
+  const url = new URL(path, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+  const key = apiKey();
+  if (key) url.searchParams.set("apiKey", key);
+  return url.toString();
+}
+
+function showNotice(text) {
+  const box = $("#notice");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+// ---------------------------------------------------------------------------------------
+// the model: orders built from snapshots (history) and events (streams), merged by seq
+
+function record(id) {
+  let rec = state.orders.get(id);
+  if (!rec) {
+    rec = {
+      id,
+      tokenIn: null,
+      tokenOut: null,
+      amount: null,
+      slippageBps: null,
+      status: "pending",
+      dex: null,
+      amountOut: null,
+      executedPrice: null,
+      error: null,
+      txHash: null,
+      attempts: 0,
+      createdAt: null,
+      updatedAt: null,
+      events: new Map(), // seq -> event
+      mine: false,
+    };
+    state.orders.set(id, rec);
+  }
+  return rec;
+}
+
+function sortedEvents(rec) {
+  return [...rec.events.values()].sort((a, b) => a.seq - b.seq);
+}
+
+function lastEventTs(rec) {
+  let ts = 0;
+  for (const e of rec.events.values()) ts = Math.max(ts, e.ts);
+  return ts;
+}
+
+function applySnapshot(o) {
+  const rec = record(o.orderId);
+  rec.tokenIn = o.tokenIn;
+  rec.tokenOut = o.tokenOut;
+  rec.amount = o.amount;
+  rec.slippageBps = o.slippageBps;
+  rec.createdAt = o.createdAt;
+  // The snapshot wins only if it is newer than every event seen for this order.
+  if (o.updatedAt >= lastEventTs(rec)) {
+    rec.status = o.status;
+    rec.updatedAt = o.updatedAt;
+    rec.dex = o.dex ?? rec.dex;
+    rec.amountOut = o.amountOut ?? rec.amountOut;
+    rec.executedPrice = o.executedPrice ?? rec.executedPrice;
+    rec.txHash = o.txHash ?? rec.txHash;
+    rec.error = o.error ?? rec.error;
+    rec.attempts = Math.max(rec.attempts, o.attempts || 0);
+  }
+  return rec;
+}
+
+function applyEvent(ev) {
+  const rec = record(ev.orderId);
+  if (rec.events.has(ev.seq)) return rec;
+  rec.events.set(ev.seq, ev);
+  const d = ev.data || {};
+  switch (ev.status) {
+    case "pending":
+      rec.tokenIn = d.tokenIn ?? rec.tokenIn;
+      rec.tokenOut = d.tokenOut ?? rec.tokenOut;
+      rec.amount = d.amount ?? rec.amount;
+      rec.slippageBps = d.slippageBps ?? rec.slippageBps;
+      rec.createdAt = rec.createdAt ?? ev.ts;
+      break;
+    case "routing":
+      rec.attempts = Math.max(rec.attempts, d.attempt || 1);
+      break;
+    case "building":
+      rec.dex = d.dex ?? rec.dex;
+      addPricePoints(rec, ev);
+      break;
+    case "submitted":
+      rec.txHash = d.txHash ?? rec.txHash;
+      break;
+    case "confirmed":
+      rec.dex = d.dex ?? rec.dex;
+      rec.txHash = d.txHash ?? rec.txHash;
+      rec.amountOut = d.amountOut ?? rec.amountOut;
+      rec.executedPrice = d.executedPrice ?? rec.executedPrice;
+      break;
+    case "failed":
+      rec.error = d.error ?? rec.error;
+      break;
+  }
+  // The current stage is the newest event's (a snapshot newer than it may still override).
+  const newest = Math.max(...rec.events.keys());
+  if (ev.seq === newest && (!rec.updatedAt || ev.ts >= rec.updatedAt)) {
+    rec.status = ev.status;
+    rec.updatedAt = ev.ts;
+  }
+  if (!rec.tokenIn && !rec.events.has(1)) fetchDetail(rec.id); // joined mid-flight
+  return rec;
+}
+
+function building(rec) {
+  // The latest routing decision (a retried order is routed again).
+  let found = null;
+  for (const e of rec.events.values()) {
+    if (e.status === "building" && (!found || e.seq > found.seq)) found = e;
+  }
+  return found;
+}
+
+// A chart series is one direction of a pair (selling and buying SOL are quoted apart: the
+// spread between them is the fees), always priced in the quote token: USDC per SOL.
+function pairOf(tokenIn, tokenOut) {
+  const rank = (t) => {
+    const i = QUOTE_RANK.indexOf(t);
+    return i < 0 ? QUOTE_RANK.length : i;
+  };
+  const inIsQuote =
+    rank(tokenIn) < rank(tokenOut) || (rank(tokenIn) === rank(tokenOut) && tokenIn < tokenOut);
+  const quote = inIsQuote ? tokenIn : tokenOut;
+  const base = inIsQuote ? tokenOut : tokenIn;
+  // A quote's price is tokenOut per tokenIn: selling the base gives quote per base directly.
+  return { key: `${tokenIn}→${tokenOut}`, base, quote, invert: inIsQuote };
+}
+
+function addPricePoints(rec, ev) {
+  const key = `${ev.orderId}:${ev.seq}`;
+  if (state.pointKeys.has(key) || !rec.tokenIn || !rec.tokenOut) return;
+  const quotes = (ev.data && ev.data.quotes) || [];
+  if (!quotes.length) return;
+  state.pointKeys.add(key);
+  const pair = pairOf(rec.tokenIn, rec.tokenOut);
+  let list = state.points.get(pair.key);
+  if (!list) {
+    list = [];
+    state.points.set(pair.key, list);
+  }
+  for (const q of quotes) {
+    if (!(q.price > 0)) continue;
+    list.push({
+      t: ev.ts,
+      dex: q.dex,
+      price: pair.invert ? 1 / q.price : q.price,
+      won: q.dex === ev.data.dex,
+      id: ev.orderId,
+    });
+  }
+  list.sort((a, b) => a.t - b.t);
+  if (list.length > MAX_POINTS) list.splice(0, list.length - MAX_POINTS);
+}
+
+function prune() {
+  if (state.orders.size <= MAX_ORDERS) return;
+  const byAge = [...state.orders.values()].sort((a, b) => (a.createdAt || 0) - (b.createdAt || 0));
+  for (const rec of byAge) {
+    if (state.orders.size <= MAX_ORDERS) break;
+    if (rec.id === state.selected || rec.mine || !TERMINAL.has(rec.status)) continue;
+    state.orders.delete(rec.id);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// loading: history, details, streams
+
+async function loadHistory() {
+  try {
+    const { ok, body } = await api(`/api/orders?limit=${HISTORY_LIMIT}`);
+    if (!ok || !body) return;
+    for (const o of body.orders) applySnapshot(o);
+    const lacking = body.orders
+      .filter((o) => !record(o.orderId).events.size)
+      .slice(0, DETAIL_PREFETCH);
+    scheduleRender();
+    await pool(
+      lacking.map((o) => () => fetchDetail(o.orderId)),
+      4,
+    );
+  } catch (err) {
+    showNotice(`Could not load the order history: ${err.message}`);
+  } finally {
+    document.body.dataset.history = "loaded";
+    scheduleRender();
+  }
+}
+
+async function pool(tasks, width) {
+  const queue = [...tasks];
+  const run = async () => {
+    while (queue.length) await queue.shift()();
+  };
+  await Promise.all(Array.from({ length: Math.min(width, queue.length) }, run));
+}
+
+async function fetchDetail(id) {
+  if (state.fetching.has(id)) return;
+  state.fetching.add(id);
+  try {
+    const { ok, body } = await api(`/api/order/${encodeURIComponent(id)}`);
+    if (ok && body) {
+      const rec = applySnapshot(body.order);
+      for (const ev of body.events) applyEvent(ev);
+      // Decisions seen before the order's pair was known are charted now.
+      for (const ev of rec.events.values()) if (ev.status === "building") addPricePoints(rec, ev);
+      scheduleRender();
+    }
+  } catch {
+    // a later event or reconnect retries
+  } finally {
+    state.fetching.delete(id);
+  }
+}
+
+const firehose = { ws: null, attempt: 0, timer: null, everOpened: false };
+
+function connectFirehose() {
+  clearTimeout(firehose.timer);
+  if (firehose.ws) {
+    firehose.ws.onclose = null;
+    firehose.ws.close();
+  }
+  setConn("connecting", firehose.attempt ? "reconnecting…" : "connecting…");
+  const ws = new WebSocket(wsUrl("/api/orders/stream"));
+  firehose.ws = ws;
+  ws.onopen = () => {
+    firehose.attempt = 0;
+    firehose.everOpened = true;
+    setConn("open", "live");
+    showNotice("");
+    loadHistory(); // whatever happened while we were away
+  };
+  ws.onmessage = (msg) => {
+    let data;
+    try {
+      data = JSON.parse(msg.data);
+    } catch {
+      return;
+    }
+    if (data.warning) {
+      showNotice(`Stream lagged (${data.warning.code}): catching up from the history.`);
+      loadHistory();
+      return;
+    }
+    if (data.error) {
+      showNotice(`Stream refused: ${data.error.message}`);
+      return;
+    }
+    if (data.orderId && data.seq) {
+      applyEvent(data);
+      prune();
+      scheduleRender();
+    }
+  };
+  ws.onclose = (ev) => {
+    if (firehose.ws !== ws) return;
+    firehose.attempt += 1;
+    const delay = Math.min(15000, 500 * 2 ** (firehose.attempt - 1)) * (0.75 + Math.random() * 0.5);
+    setConn(
+      "closed",
+      `disconnected (${ev.code || "no answer"}), retrying in ${Math.ceil(delay / 1000)} s`,
+    );
+    if (ev.code === 1008 || (!firehose.everOpened && firehose.attempt === 2)) {
+      api("/api/orders?limit=1").catch(() => {}); // says whether a key is needed
+    }
+    firehose.timer = setTimeout(connectFirehose, delay);
+  };
+}
+
+function setConn(stateName, text) {
+  const box = $("#conn");
+  box.dataset.state = stateName;
+  $("#conn-text").textContent = text;
+}
+
+function watchOrder(id, tries = 0) {
+  const rec = record(id);
+  const after = Math.max(0, ...rec.events.keys());
+  const ws = new WebSocket(wsUrl("/api/order/status", { orderId: id, after: String(after) }));
+  state.watching.set(id, ws);
+  ws.onmessage = (msg) => {
+    let data;
+    try {
+      data = JSON.parse(msg.data);
+    } catch {
+      return;
+    }
+    if (data.orderId && data.seq) {
+      applyEvent(data);
+      scheduleRender();
+    } else if (data.error) {
+      $("#detail-message").textContent = data.error.message;
+    }
+  };
+  ws.onclose = (ev) => {
+    state.watching.delete(id);
+    if (TERMINAL.has(record(id).status) || ev.code === 1000 || ev.code === 4404 || tries >= 5)
+      return;
+    setTimeout(() => watchOrder(id, tries + 1), 500 * 2 ** tries);
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// the form
+
+function fillTokens() {
+  for (const [sel, value] of [
+    ["#token-in", "SOL"],
+    ["#token-out", "USDC"],
+  ]) {
+    const select = $(sel);
+    for (const t of TOKENS) select.append(el("option", { value: t, text: t }));
+    select.value = value;
+  }
+}
+
+async function submitOrder(event) {
+  event.preventDefault();
+  const error = $("#form-error");
+  error.hidden = true;
+  const tokenIn = $("#token-in").value;
+  const tokenOut = $("#token-out").value;
+  const amount = $("#amount").value.trim();
+  const slippage = $("#slippage").value.trim();
+  if (tokenIn === tokenOut)
+    return formError("Sell and buy must be different tokens.", "#token-out");
+  if (!/^\d+(\.\d+)?$/.test(amount) || !(Number(amount) > 0)) {
+    return formError("Amount must be a positive decimal number.", "#amount");
+  }
+  const body = { tokenIn, tokenOut, amount };
+  if (slippage !== "") {
+    if (!/^\d+$/.test(slippage))
+      return formError("Slippage is a whole number of bps.", "#slippage");
+    body.slippageBps = Number(slippage);
+  }
+  const button = $("#submit");
+  button.disabled = true;
+  try {
+    const resp = await api("/api/order/execute", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (resp.status !== 201 && resp.status !== 200) {
+      const e = resp.body && resp.body.error;
+      const field =
+        e && e.field
+          ? {
+              tokenIn: "#token-in",
+              tokenOut: "#token-out",
+              amount: "#amount",
+              slippageBps: "#slippage",
+            }[e.field]
+          : null;
+      return formError(
+        e ? `${e.message} (${e.code})` : `The engine answered ${resp.status}.`,
+        field,
+      );
+    }
+    const id = resp.body.orderId;
+    const rec = record(id);
+    rec.mine = true;
+    rec.tokenIn = rec.tokenIn || tokenIn;
+    rec.tokenOut = rec.tokenOut || tokenOut;
+    rec.amount = rec.amount || amount;
+    rec.createdAt = rec.createdAt || Date.now() / 1000;
+    if (!state.chartPairChosen) state.chartPair = `${rec.tokenIn}→${rec.tokenOut}`;
+    select(id);
+    if (!TERMINAL.has(rec.status)) watchOrder(id);
+  } catch (err) {
+    formError(`Could not reach the engine: ${err.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function formError(text, focus) {
+  const error = $("#form-error");
+  error.textContent = text;
+  error.hidden = false;
+  if (focus) $(focus).focus();
+}
+
+function select(id) {
+  state.selected = id;
+  const rec = state.orders.get(id);
+  if (rec && !rec.events.size) fetchDetail(id);
+  scheduleRender();
+}
+
+// ---------------------------------------------------------------------------------------
+// rendering (batched to one pass per animation frame)
+
+let renderQueued = false;
+
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function render() {
+  const orders = [...state.orders.values()].sort(
+    (a, b) => (b.createdAt || 0) - (a.createdAt || 0) || (a.id < b.id ? 1 : -1),
+  );
+  renderStats(orders);
+  renderLatency(orders);
+  renderOrders(orders);
+  renderDetail();
+  renderDecision();
+  renderDecisions(orders);
+  renderPairs();
+  drawChart();
+}
+
+function latencySamples(orders) {
+  const samples = {
+    routing: [],
+    building: [],
+    submitted: [],
+    confirmed: [],
+    failed: [],
+    total: [],
+  };
+  for (const rec of orders) {
+    const events = sortedEvents(rec);
+    for (let i = 1; i < events.length; i++) {
+      const prev = events[i - 1];
+      const cur = events[i];
+      if (cur.seq !== prev.seq + 1 || !samples[cur.status]) continue;
+      samples[cur.status].push((cur.ts - prev.ts) * 1000);
+    }
+    const first = events[0];
+    const last = events[events.length - 1];
+    if (first && first.seq === 1 && TERMINAL.has(last.status))
+      samples.total.push((last.ts - first.ts) * 1000);
+  }
+  return samples;
+}
+
+function orderLatency(rec) {
+  const events = sortedEvents(rec);
+  if (events.length && events[0].seq === 1) {
+    const end = TERMINAL.has(rec.status) ? events[events.length - 1].ts : null;
+    return end === null ? null : (end - events[0].ts) * 1000;
+  }
+  if (TERMINAL.has(rec.status) && rec.createdAt && rec.updatedAt)
+    return (rec.updatedAt - rec.createdAt) * 1000;
+  return null;
+}
+
+function renderStats(orders) {
+  let confirmed = 0;
+  let failed = 0;
+  const wins = { Raydium: 0, Meteora: 0 };
+  for (const rec of orders) {
+    if (rec.status === "confirmed") {
+      confirmed += 1;
+      if (rec.dex in wins) wins[rec.dex] += 1;
+    } else if (rec.status === "failed") failed += 1;
+  }
+  const done = confirmed + failed;
+  $("#stat-total").textContent = INT_FMT.format(orders.length);
+  $("#stat-inflight").textContent = INT_FMT.format(orders.length - done);
+  $("#stat-confirmed").textContent = INT_FMT.format(confirmed);
+  $("#stat-failed").textContent = INT_FMT.format(failed);
+  $("#stat-rate").textContent = done ? `${((100 * confirmed) / done).toFixed(1)} %` : "—";
+  $("#wins-raydium").textContent = INT_FMT.format(wins.Raydium);
+  $("#wins-meteora").textContent = INT_FMT.format(wins.Meteora);
+  const totals = orders.map(orderLatency).filter((x) => x !== null);
+  $("#stat-e2e").textContent = fmtMs(median(totals));
+}
+
+function renderLatency(orders) {
+  const samples = latencySamples(orders);
+  const body = $("#latency tbody");
+  const rows = [];
+  for (const stage of ["routing", "building", "submitted", "confirmed", "failed", "total"]) {
+    const values = samples[stage];
+    if (stage === "failed" && !values.length) continue;
+    const label = stage === "total" ? "end to end" : stage;
+    const hint = stage === "total" ? "pending → terminal" : STAGE_HINT[stage];
+    rows.push(
+      el(
+        "tr",
+        { "data-stage": stage, class: stage === "total" ? "total" : "" },
+        el(
+          "th",
+          { scope: "row", title: hint },
+          el("span", { class: `badge s-${stage}`, text: label }),
+          el("span", { class: "stage-hint", text: hint }),
+        ),
+        el("td", { class: "num median", text: fmtMs(median(values)) }),
+        el("td", { class: "num p95", text: fmtMs(quantile(values, 0.95)) }),
+        el("td", { class: "num", text: String(values.length) }),
+      ),
+    );
+  }
+  body.replaceChildren(...rows);
+}
+
+const rowCache = new Map(); // orderId -> tr
+
+function renderOrders(orders) {
+  const body = $("#orders tbody");
+  const rows = [];
+  const live = new Set();
+  for (const rec of orders) {
+    live.add(rec.id);
+    let tr = rowCache.get(rec.id);
+    if (!tr) {
+      tr = el("tr", { "data-order-id": rec.id });
+      rowCache.set(rec.id, tr);
+    }
+    const stamp = [
+      rec.status,
+      rec.dex,
+      rec.amountOut,
+      rec.tokenIn,
+      rec.events.size,
+      rec.id === state.selected,
+      rec.updatedAt,
+    ].join("|");
+    if (tr.dataset.stamp !== stamp) {
+      tr.dataset.stamp = stamp;
+      tr.dataset.status = rec.status;
+      tr.classList.toggle("selected", rec.id === state.selected);
+      tr.classList.toggle("mine", rec.mine);
+      const pick = el("button", {
+        class: "link mono",
+        type: "button",
+        text: shortId(rec.id),
+        title: rec.id,
+        "aria-label": `Show order ${rec.id}`,
+      });
+      pick.addEventListener("click", () => select(rec.id));
+      const stage = el("span", { class: `badge s-${rec.status}`, text: rec.status });
+      if (rec.attempts > 1)
+        stage.append(
+          el("span", {
+            class: "retry",
+            text: ` ×${rec.attempts}`,
+            title: `attempt ${rec.attempts}`,
+          }),
+        );
+      tr.replaceChildren(
+        el("td", { class: "mono dim", text: fmtTime(rec.createdAt) }),
+        el("td", {}, pick),
+        el("td", { class: "pair", text: rec.tokenIn ? `${rec.tokenIn} → ${rec.tokenOut}` : "…" }),
+        el("td", { class: "num mono", text: fmtAmount(rec.amount) }),
+        el("td", { class: "stage" }, stage),
+        el("td", { class: rec.dex ? `venue v-${rec.dex}` : "venue dim", text: rec.dex || "—" }),
+        el("td", {
+          class: "num mono",
+          text:
+            rec.status === "failed"
+              ? (rec.error && rec.error.code) || "—"
+              : fmtAmount(rec.amountOut),
+        }),
+        el("td", { class: "num mono", text: fmtMs(orderLatency(rec)) }),
+      );
+    }
+    rows.push(tr);
+  }
+  for (const id of rowCache.keys()) if (!live.has(id)) rowCache.delete(id);
+  syncChildren(body, rows);
+  $("#orders-count").textContent = `${orders.length} shown · newest first`;
+}
+
+// Puts `nodes` in `parent` in order, moving only what moved (focus stays where it was).
+function syncChildren(parent, nodes) {
+  nodes.forEach((node, i) => {
+    if (parent.children[i] !== node) parent.insertBefore(node, parent.children[i] || null);
+  });
+  while (parent.children.length > nodes.length) parent.lastElementChild.remove();
+}
+
+function renderDetail() {
+  const panel = $("#order-detail");
+  const rec = state.selected && state.orders.get(state.selected);
+  if (!rec) return;
+  panel.dataset.orderId = rec.id;
+  panel.dataset.status = rec.status;
+  $("#detail-title").textContent =
+    `${rec.tokenIn || "?"} → ${rec.tokenOut || "?"} · ${fmtAmount(rec.amount)}`;
+  $("#detail-title").title = rec.id;
+  const badge = $("#detail-badge");
+  badge.hidden = false;
+  badge.className = `badge s-${rec.status}`;
+  badge.textContent = rec.status;
+  const events = sortedEvents(rec);
+  const firstTs = events.length && events[0].seq === 1 ? events[0].ts : null;
+  const reached = new Map();
+  for (const e of events) reached.set(e.status, e); // the latest time each stage was reached
+  const failed = rec.status === "failed";
+  const stages = failed ? [...STAGES.slice(0, -1), "failed"] : STAGES;
+  const current = STAGES.indexOf(rec.status);
+  const items = stages.map((stage, i) => {
+    const e = reached.get(stage);
+    let stepState;
+    if (failed) stepState = stage === "failed" ? "failed" : e ? "done" : "skipped";
+    else if (i < current || (i === current && TERMINAL.has(stage))) stepState = "done";
+    else stepState = i === current ? "current" : "todo";
+    const offset =
+      e && firstTs !== null && stepState !== "todo" ? `+${fmtMs((e.ts - firstTs) * 1000)}` : "";
+    return el(
+      "li",
+      {
+        "data-stage": stage,
+        "data-state": stepState,
+        "aria-current": stepState === "current" ? "step" : null,
+      },
+      el("span", { class: "step-dot", "aria-hidden": "true" }),
+      el("span", { class: "step-name", text: stage }),
+      el("span", { class: "step-time mono", text: offset }),
+    );
+  });
+  $("#stepper").replaceChildren(...items);
+  const last = events[events.length - 1];
+  let text = last ? last.message : "Waiting for events…";
+  if (rec.status === "failed" && rec.error) text = `${rec.error.code}: ${rec.error.message}`;
+  const msg = $("#detail-message");
+  msg.replaceChildren(text);
+  if (rec.txHash)
+    msg.append(
+      el("br"),
+      el("span", { class: "mono dim", text: `tx ${rec.txHash.slice(0, 20)}…`, title: rec.txHash }),
+    );
+}
+
+function quoteMargin(quotes, winner) {
+  // How much the winner's output beats the runner-up, in bps.
+  const win = quotes.find((q) => q.dex === winner);
+  const others = quotes.filter((q) => q.dex !== winner);
+  if (!win || !others.length) return null;
+  const best = Math.max(...others.map((q) => Number(q.amountOut)));
+  return best > 0 ? (Number(win.amountOut) / best - 1) * 10000 : null;
+}
+
+function decisionSource() {
+  const chosen = state.selected && state.orders.get(state.selected);
+  if (chosen && building(chosen)) return chosen;
+  let newest = null;
+  let newestTs = -1;
+  for (const rec of state.orders.values()) {
+    const b = building(rec);
+    if (b && b.ts > newestTs) {
+      newest = rec;
+      newestTs = b.ts;
+    }
+  }
+  return newest;
+}
+
+function renderDecision() {
+  const box = $("#decision");
+  const rec = decisionSource();
+  if (!rec) return;
+  const ev = building(rec);
+  const stamp = `${rec.id}:${ev.seq}:${rec.tokenIn}:${rec.attempts}`;
+  if (box.dataset.stamp === stamp) return;
+  box.dataset.stamp = stamp;
+  box.dataset.orderId = rec.id;
+  const d = ev.data;
+  const quotes = [...(d.quotes || [])].sort((a, b) => Number(b.amountOut) - Number(a.amountOut));
+  const margin = quoteMargin(quotes, d.dex);
+  box.dataset.winner = d.dex;
+  const rows = quotes.map((q) =>
+    el(
+      "tr",
+      {
+        "data-dex": q.dex,
+        "data-amount-out": q.amountOut,
+        "data-winner": q.dex === d.dex ? "true" : "false",
+        class: q.dex === d.dex ? "winner" : "",
+      },
+      el(
+        "th",
+        { scope: "row", class: `venue v-${q.dex}` },
+        q.dex,
+        q.dex === d.dex
+          ? el(
+              "span",
+              { class: "win-tag", title: "winner" },
+              el("span", { "aria-hidden": "true", text: "★" }),
+              el("span", { class: "sr-only", text: "winner" }),
+            )
+          : null,
+      ),
+      el("td", { class: "num mono", text: fmtAmount(q.amountOut) }),
+      el("td", { class: "num mono", text: fmtPrice(q.price) }),
+      el("td", { class: "num mono", text: q.feeBps.toFixed(1) }),
+      el("td", { class: "num mono", text: q.priceImpactBps.toFixed(1) }),
+    ),
+  );
+  const skipped = (d.skipped || []).map((s) =>
+    el("li", { class: "dim", text: `${s.dex} skipped: ${s.code}` }),
+  );
+  const legs = (d.legs || []).map((l) =>
+    el("li", {
+      class: "mono",
+      text: `${l.dex} ${(l.share * 100).toFixed(1)} %: ${fmtAmount(l.amountIn)} → ${fmtAmount(l.amountOut)}`,
+    }),
+  );
+  const parts = [
+    el(
+      "p",
+      { class: "decision-head" },
+      el("span", {
+        class: "pair",
+        text: `${rec.tokenIn} → ${rec.tokenOut} · ${fmtAmount(rec.amount)}`,
+      }),
+      " ",
+      el("button", {
+        class: "link mono",
+        type: "button",
+        text: shortId(rec.id),
+        title: rec.id,
+        "aria-label": `Show order ${rec.id}`,
+        onclick: () => select(rec.id),
+      }),
+      el("span", { class: "dim", text: ` · attempt ${Math.max(1, rec.attempts)}` }),
+    ),
+    el(
+      "p",
+      { class: "verdict" },
+      el("strong", { class: `venue v-${d.dex}`, text: d.dex }),
+      " wins",
+      margin !== null
+        ? el("span", {
+            class: "margin",
+            "data-margin-bps": margin.toFixed(2),
+            text: ` by ${margin.toFixed(1)} bps`,
+          })
+        : null,
+    ),
+    el("p", { class: "reason", text: d.reason || "only venue quoted" }),
+    el(
+      "div",
+      { class: "table-scroll" },
+      el(
+        "table",
+        { class: "table quotes" },
+        el("caption", { class: "sr-only", text: "Quotes of every venue for this order" }),
+        el(
+          "thead",
+          {},
+          el(
+            "tr",
+            {},
+            el("th", { scope: "col", text: "venue" }),
+            el("th", { scope: "col", class: "num", text: `out (${rec.tokenOut || ""})` }),
+            el("th", { scope: "col", class: "num", text: "price" }),
+            el("th", { scope: "col", class: "num", text: "fee", title: "fee, bps" }),
+            el("th", { scope: "col", class: "num", text: "impact", title: "price impact, bps" }),
+          ),
+        ),
+        el("tbody", {}, ...rows),
+      ),
+    ),
+    legs.length ? el("ul", { class: "legs", "aria-label": "Split route legs" }, ...legs) : null,
+    skipped.length ? el("ul", { class: "legs" }, ...skipped) : null,
+  ];
+  box.replaceChildren(...parts.filter(Boolean));
+}
+
+function renderDecisions(orders) {
+  const recent = [];
+  for (const rec of orders) {
+    const ev = building(rec);
+    if (ev) recent.push([rec, ev]);
+    if (recent.length >= 4) break;
+  }
+  const list = $("#decisions");
+  const stamp = recent.map(([rec, ev]) => `${rec.id}:${ev.seq}`).join(",");
+  if (list.dataset.stamp === stamp) return;
+  list.dataset.stamp = stamp;
+  const items = [];
+  for (const [rec, ev] of recent) {
+    const margin = quoteMargin(ev.data.quotes || [], ev.data.dex);
+    const split = (ev.data.legs || []).length > 1;
+    items.push(
+      el(
+        "li",
+        { "data-order-id": rec.id },
+        el("button", {
+          class: "link mono",
+          type: "button",
+          text: shortId(rec.id),
+          title: rec.id,
+          "aria-label": `Show order ${rec.id}`,
+          onclick: () => select(rec.id),
+        }),
+        el("span", { class: "pair", text: `${rec.tokenIn}→${rec.tokenOut}` }),
+        el("span", {
+          class: `venue v-${ev.data.dex}`,
+          text: split ? `${ev.data.dex} (split)` : ev.data.dex,
+        }),
+        el("span", {
+          class: "num mono",
+          text: margin === null ? "—" : `+${margin.toFixed(1)} bps`,
+        }),
+      ),
+    );
+  }
+  list.replaceChildren(...items);
+}
+
+function renderPairs() {
+  const select = $("#chart-pair");
+  const keys = [...state.points.keys()];
+  if (!keys.includes(state.chartPair)) keys.push(state.chartPair);
+  keys.sort();
+  const current = [...select.options].map((o) => o.value).join(",");
+  if (current !== keys.join(",")) {
+    select.replaceChildren(...keys.map((k) => el("option", { value: k, text: k })));
+  }
+  select.value = state.chartPair;
+}
+
+// ---------------------------------------------------------------------------------------
+// the price chart, drawn on a canvas
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+function drawChart() {
+  const canvas = $("#price-chart");
+  const points = state.points.get(state.chartPair) || [];
+  const { base, quote } = pairOf(...state.chartPair.split("→"));
+  canvas.dataset.points = String(points.length);
+  canvas.dataset.pair = state.chartPair;
+  $("#chart-empty").hidden = points.length > 0;
+
+  const latest = {};
+  for (const p of points) latest[p.dex] = p;
+  const legend = VENUES.map((dex) =>
+    el(
+      "span",
+      { class: `legend-item v-${dex}`, "data-dex": dex },
+      el("span", { class: "swatch", "aria-hidden": "true" }),
+      `${dex} `,
+      el("span", { class: "mono", text: latest[dex] ? fmtPrice(latest[dex].price) : "—" }),
+    ),
+  );
+  legend.push(el("span", { class: "dim", text: `${quote} per ${base}` }));
+  $("#chart-legend").replaceChildren(...legend);
+  canvas.setAttribute(
+    "aria-label",
+    points.length
+      ? `${state.chartPair} price per venue, ${points.length} quotes; latest ` +
+          VENUES.filter((d) => latest[d])
+            .map((d) => `${d} ${fmtPrice(latest[d].price)}`)
+            .join(", ")
+      : `No quotes yet for ${state.chartPair}`,
+  );
+
+  const dpr = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (!width || !height) return;
+  if (canvas.width !== Math.round(width * dpr) || canvas.height !== Math.round(height * dpr)) {
+    canvas.width = Math.round(width * dpr);
+    canvas.height = Math.round(height * dpr);
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  if (!points.length) return;
+
+  const pad = { left: 64, right: 14, top: 10, bottom: 26 };
+  const w = width - pad.left - pad.right;
+  const h = height - pad.top - pad.bottom;
+  let tMin = Infinity;
+  let tMax = -Infinity;
+  let yMin = Infinity;
+  let yMax = -Infinity;
+  for (const p of points) {
+    tMin = Math.min(tMin, p.t);
+    tMax = Math.max(tMax, p.t);
+    yMin = Math.min(yMin, p.price);
+    yMax = Math.max(yMax, p.price);
+  }
+  if (tMax - tMin < 1) {
+    const mid = (tMax + tMin) / 2;
+    tMin = mid - 0.5;
+    tMax = mid + 0.5;
+  }
+  const span = yMax - yMin || Math.abs(yMax) * 0.002 || 1;
+  yMin -= span * 0.12;
+  yMax += span * 0.12;
+  const x = (t) => pad.left + ((t - tMin) / (tMax - tMin)) * w;
+  const y = (v) => pad.top + (1 - (v - yMin) / (yMax - yMin)) * h;
+
+  const grid = cssVar("--grid") || "#333";
+  const muted = cssVar("--muted") || "#999";
+  ctx.font = "11px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace";
+  ctx.lineWidth = 1;
+  ctx.textBaseline = "middle";
+  ctx.textAlign = "right";
+  for (let i = 0; i <= 4; i++) {
+    const v = yMin + ((yMax - yMin) * i) / 4;
+    const yy = Math.round(y(v)) + 0.5;
+    ctx.strokeStyle = grid;
+    ctx.beginPath();
+    ctx.moveTo(pad.left, yy);
+    ctx.lineTo(pad.left + w, yy);
+    ctx.stroke();
+    ctx.fillStyle = muted;
+    ctx.fillText(fmtPrice(v), pad.left - 6, yy);
+  }
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  const ticks = Math.max(2, Math.min(5, Math.floor(w / 110)));
+  for (let i = 0; i <= ticks; i++) {
+    const t = tMin + ((tMax - tMin) * i) / ticks;
+    const label =
+      tMax - tMin < 60
+        ? new Date(t * 1000).toLocaleTimeString("en-GB", {
+            hour12: false,
+            minute: "2-digit",
+            second: "2-digit",
+          }) + `.${String(Math.floor((t % 1) * 10))}`
+        : fmtTime(t);
+    ctx.fillStyle = muted;
+    ctx.textAlign = i === 0 ? "left" : i === ticks ? "right" : "center";
+    ctx.fillText(label, x(t), pad.top + h + 8);
+  }
+
+  for (const dex of VENUES) {
+    const series = points.filter((p) => p.dex === dex);
+    if (!series.length) continue;
+    const color = cssVar(`--${dex.toLowerCase()}`) || "#888";
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2;
+    ctx.lineJoin = "round";
+    ctx.beginPath();
+    series.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.price)) : ctx.moveTo(x(p.t), y(p.price))));
+    ctx.stroke();
+    for (const p of series) {
+      ctx.beginPath();
+      ctx.arc(x(p.t), y(p.price), p.won ? 4 : 3, 0, Math.PI * 2);
+      if (p.won) {
+        ctx.fillStyle = color;
+        ctx.fill();
+      } else {
+        ctx.fillStyle = cssVar("--panel") || "#111";
+        ctx.fill();
+        ctx.lineWidth = 1.5;
+        ctx.stroke();
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// start
+
+function start() {
+  fillTokens();
+  $("#order-form").addEventListener("submit", submitOrder);
+  $("#flip").addEventListener("click", () => {
+    const a = $("#token-in");
+    const b = $("#token-out");
+    [a.value, b.value] = [b.value, a.value];
+  });
+  $("#chart-pair").addEventListener("change", (e) => {
+    state.chartPair = e.target.value;
+    state.chartPairChosen = true;
+    scheduleRender();
+  });
+  const keyInput = $("#api-key");
+  keyInput.value = apiKey();
+  $("#key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    try {
+      if (keyInput.value.trim()) localStorage.setItem(KEY_STORAGE, keyInput.value.trim());
+      else localStorage.removeItem(KEY_STORAGE);
+    } catch {
+      showNotice("This browser does not allow storing the key.");
+    }
+    firehose.attempt = 0;
+    firehose.everOpened = false;
+    connectFirehose();
+  });
+  new ResizeObserver(() => drawChart()).observe($("#price-chart"));
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", scheduleRender);
+  connectFirehose();
+  scheduleRender();
+}
+
+start();
