@@ -1,0 +1,300 @@
+"""The scenarios: which processes each one starts, and how the load generator drives them.
+
+Each scenario starts its own fresh server processes (so one row's memory and CPU are not
+another's), runs the load generator against them and returns one or more rows. A row's
+`peak_rss_bytes` and `cpu_ms_per_op` are those of the measured processes only: the engine
+(or the floor app). The chain service, PostgreSQL and Redis stand for external systems
+(a real chain, managed databases) and are not charged to the engine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from bench import procfs
+from bench.processes import (
+    Server,
+    chain_service,
+    engine,
+    floor_app,
+    redis_server,
+    run_load,
+)
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How hard and how long each scenario runs."""
+
+    warmup: float
+    duration: float
+    post_clients: int
+    e2e_clients: int
+    realistic_clients: int
+    realistic_warmup: float
+    fanout_watchers: int
+    idle_connections: int
+
+    @classmethod
+    def full(cls, duration: float) -> Plan:
+        # 32 POSTing clients saturate the floor app and the engine's intake here, and 64
+        # watching clients one engine's pipeline (more only queue up); the realistic
+        # profile needs ~90 orders in flight to keep 10 workers busy (routing ~0.2 s, landing
+        # ~1.5 s), so 200 keeps a queue in front of them; its warm-up covers the slowest
+        # landing (2.5 s) so the pipeline is full when the window opens.
+        return cls(1.0, duration, 32, 64, 200, 4.0, 1000, 10_000)
+
+    @classmethod
+    def smoke(cls) -> Plan:
+        return cls(0.3, 1.0, 4, 4, 20, 1.0, 20, 100)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    plan: Plan
+    workdir: Path
+    postgres_url: str
+
+    def scratch(self, name: str) -> Path:
+        """A directory of its own for each row: its logs and its SQLite file."""
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def load_timeout(self, warmup: float = 0.0) -> float:
+        return 120 + 2 * (self.plan.warmup + warmup + self.plan.duration)
+
+
+def _sqlite(workdir: Path) -> str:
+    return f"sqlite:///{workdir}/bench.db"
+
+
+def _peak_rss(servers: Sequence[Server]) -> int:
+    return sum(procfs.peak_rss_bytes(s.pid) for s in servers)
+
+
+def _throughput_spec(ctx: Context, mode: str, servers: Sequence[Server], **extra: Any) -> Row:
+    return {
+        "mode": mode,
+        "urls": [s.url for s in servers],
+        "pids": [s.pid for s in servers],
+        "warmup": ctx.plan.warmup,
+        "duration": ctx.plan.duration,
+        **extra,
+    }
+
+
+async def _measure(ctx: Context, spec: Row, servers: Sequence[Server], **row: Any) -> Row:
+    result = await run_load(spec, ctx.load_timeout(spec.get("warmup", 0.0)))
+    return {**row, **result, "peak_rss_bytes": _peak_rss(servers)}
+
+
+# -- 1. floor -------------------------------------------------------------------------------
+
+
+async def floor(ctx: Context) -> list[Row]:
+    async with floor_app(ctx.scratch("floor")) as app:
+        spec = _throughput_spec(ctx, "post", [app], concurrency=ctx.plan.post_clients)
+        return [await _measure(ctx, spec, [app], row="floor", label="floor: bare aiohttp POST")]
+
+
+# -- 2. accept ------------------------------------------------------------------------------
+
+
+async def accept(ctx: Context) -> list[Row]:
+    work = ctx.scratch("accept")
+    # Intake outruns execution, so the default queue (10,000) fills within seconds and the
+    # rest of the window would measure the 503 back-pressure: a queue big enough for the
+    # window keeps this row about accepting. Execution still runs beside it.
+    env = {"ORDER_ENGINE_ENGINE_QUEUE_SIZE": "1000000"}
+    async with engine(work, "accept", store_url=_sqlite(work), env=env) as e:
+        spec = _throughput_spec(ctx, "post", [e], concurrency=ctx.plan.post_clients)
+        return [await _measure(ctx, spec, [e], row="accept", label="accept: POST -> 201")]
+
+
+# -- 3. end to end ----------------------------------------------------------------------------
+
+SYNC_FULL = {"ORDER_ENGINE_STORE_SQLITE_SYNCHRONOUS": "FULL"}  # the default, spelled out
+SYNC_NORMAL = {"ORDER_ENGINE_STORE_SQLITE_SYNCHRONOUS": "NORMAL"}
+
+
+async def _e2e_row(ctx: Context, name: str, env: dict[str, str], **row: Any) -> Row:
+    work = ctx.scratch(name)
+    async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+        spec = _throughput_spec(ctx, "e2e", [e], concurrency=ctx.plan.e2e_clients)
+        return await _measure(ctx, spec, [e], row=name, **row)
+
+
+async def _paced_row(ctx: Context, name: str, env: dict[str, str], rate: float, label: str) -> Row:
+    work = ctx.scratch(name)
+    async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+        spec = _throughput_spec(ctx, "paced", [e], rate=rate)
+        return await _measure(ctx, spec, [e], row=name, label=label)
+
+
+async def e2e(ctx: Context) -> list[Row]:
+    full = await _e2e_row(ctx, "e2e", SYNC_FULL, label="e2e: POST -> confirmed (WS), FULL")
+    normal = await _e2e_row(ctx, "e2e_normal", SYNC_NORMAL, label="e2e, SQLite NORMAL")
+    # Open loop at half of this run's closed-loop maximum with the default FULL durability;
+    # NORMAL at the same rate shows how much of the tail is the fsync of each commit.
+    rate = max(full["rate"] / 2, 1.0)
+    half = await _paced_row(ctx, "e2e_half", SYNC_FULL, rate, "e2e paced at max/2, FULL")
+    half_normal = await _paced_row(
+        ctx, "e2e_half_normal", SYNC_NORMAL, rate, "e2e paced at max/2, NORMAL"
+    )
+    return [full, normal, half, half_normal]
+
+
+# -- 4. realistic -----------------------------------------------------------------------------
+
+
+async def realistic(ctx: Context) -> list[Row]:
+    work = ctx.scratch("realistic")
+    async with engine(work, "realistic", store_url=_sqlite(work), profile="realistic") as e:
+        spec = {
+            **_throughput_spec(ctx, "e2e", [e], concurrency=ctx.plan.realistic_clients),
+            "warmup": ctx.plan.realistic_warmup,
+            # Expired or slipped orders that exhausted their retries are completed too.
+            "count_failed": True,
+        }
+        label = "realistic venues, 10 workers"
+        return [await _measure(ctx, spec, [e], row="realistic", label=label)]
+
+
+# -- 5. WebSocket fan-out and idle connections -------------------------------------------------
+
+
+@asynccontextmanager
+async def _held_engine(ctx: Context, name: str) -> AsyncIterator[tuple[Server, Server]]:
+    """An engine whose venues are the chain service, so the benchmark can hold every
+    transaction at `submitted` (`/admin/hold`) while watchers connect, then release it.
+    With in-process instant venues an order finishes before anyone could subscribe."""
+    work = ctx.scratch(name)
+    async with chain_service(work) as chain:
+        env = {"ORDER_ENGINE_VENUES_CHAIN_URL": chain.url}
+        async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+            yield chain, e
+
+
+async def fanout(ctx: Context) -> list[Row]:
+    async with _held_engine(ctx, "fanout") as (chain, e):
+        spec = {
+            "mode": "fanout",
+            "urls": [e.url],
+            "pids": [e.pid],
+            "chain_url": chain.url,
+            "watchers": ctx.plan.fanout_watchers,
+        }
+        label = f"fan-out: 1 order -> {ctx.plan.fanout_watchers} WS"
+        return [await _measure(ctx, spec, [e], row="fanout", label=label)]
+
+
+async def idle(ctx: Context) -> list[Row]:
+    async with _held_engine(ctx, "idle") as (chain, e):
+        spec = {
+            "mode": "idle",
+            "urls": [e.url],
+            "pids": [e.pid],
+            "chain_url": chain.url,
+            "watchers": ctx.plan.idle_connections,
+        }
+        label = f"idle: {ctx.plan.idle_connections} WS in one process"
+        return [await _measure(ctx, spec, [e], row="idle", label=label)]
+
+
+# -- 6. scaled: PostgreSQL + Redis, one and two engine processes -------------------------------
+
+
+def services_reachable(postgres_url: str) -> str | None:
+    """Why the scaled scenario cannot run here, or None when it can."""
+    parts = urlsplit(postgres_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            pass
+    except OSError as exc:
+        return f"PostgreSQL is not reachable on {host}:{port} ({exc.strerror or exc})"
+    if shutil.which("redis-server") is None:
+        try:
+            with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+                pass
+        except OSError:
+            return "Redis: neither redis-server installed nor a server on 127.0.0.1:6379"
+    return None
+
+
+@asynccontextmanager
+async def postgres_schema(postgres_url: str) -> AsyncIterator[str]:
+    """A store URL whose tables live in a fresh schema, dropped afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in postgres_url else "?"
+    try:
+        yield f"{postgres_url}{sep}schema={schema}"
+    finally:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def _scaled_row(ctx: Context, replicas: int, redis_url: str) -> Row:
+    name = f"scaled_{replicas}"
+    work = ctx.scratch(name)
+    async with AsyncExitStack() as stack:
+        store_url = await stack.enter_async_context(postgres_schema(ctx.postgres_url))
+        chain = await stack.enter_async_context(chain_service(work))
+        env = {"REDIS_URL": redis_url, "ORDER_ENGINE_VENUES_CHAIN_URL": chain.url}
+        engines = [
+            await stack.enter_async_context(
+                engine(work, f"{name}_r{i}", store_url=store_url, env=env)
+            )
+            for i in range(replicas)
+        ]
+        spec = _throughput_spec(
+            ctx, "e2e", engines, concurrency=ctx.plan.e2e_clients, others={"chain": chain.pid}
+        )
+        label = f"e2e on PostgreSQL + Redis, {replicas} process" + ("es" if replicas > 1 else "")
+        return await _measure(ctx, spec, engines, row=name, label=label)
+
+
+async def scaled(ctx: Context) -> list[Row]:
+    async with redis_server(ctx.scratch("redis")) as redis_url:
+        one = await _scaled_row(ctx, 1, redis_url)
+        two = await _scaled_row(ctx, 2, redis_url)
+    return [one, two]
+
+
+Scenario = Callable[[Context], Awaitable[list[Row]]]
+
+SCENARIOS: dict[str, Scenario] = {
+    "floor": floor,
+    "accept": accept,
+    "e2e": e2e,
+    "realistic": realistic,
+    "fanout": fanout,
+    "idle": idle,
+    "scaled": scaled,
+}
+# Rows each scenario yields, so a report can say which are missing.
+ROWS: dict[str, tuple[str, ...]] = {
+    "floor": ("floor",),
+    "accept": ("accept",),
+    "e2e": ("e2e", "e2e_normal", "e2e_half", "e2e_half_normal"),
+    "realistic": ("realistic",),
+    "fanout": ("fanout",),
+    "idle": ("idle",),
+    "scaled": ("scaled_1", "scaled_2"),
+}

@@ -1,0 +1,69 @@
+"""`python -m bench --smoke`: every scenario runs end to end with tiny counts, the table is
+printed and the JSON written, so the benchmark cannot rot between the times it is run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.services import require_postgres, require_redis
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = {
+    "floor": ["floor"],
+    "accept": ["accept"],
+    "e2e": ["e2e", "e2e_normal", "e2e_half", "e2e_half_normal"],
+    "realistic": ["realistic"],
+    "fanout": ["fanout"],
+    "idle": ["idle"],
+    "scaled": ["scaled_1", "scaled_2"],
+}
+TARGETS = {"e2e", "e2e_half", "realistic", "fanout", "idle", "scaled_2"}
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--results", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "order_engine benchmark" in out
+    assert "rate/s" in out and "p99 ms" in out and "RSS MiB" in out, out
+
+    latest = tmp_path / "latest.json"
+    assert latest.is_file(), list(tmp_path.iterdir())
+    assert len(list(tmp_path.glob("2*.json"))) == 1  # the timestamped copy
+    result = json.loads(latest.read_text())
+    assert result["failures"] == {}
+    summary = result["summary"]
+    for scenario, rows in ROWS.items():
+        if scenario == "scaled" and "scaled" in result["skipped"]:
+            continue
+        for row in rows:
+            assert row in summary, f"{row} missing from {sorted(summary)}"
+            assert row in out or summary[row]["label"] in out
+    for row in ("floor", "accept", "e2e", "e2e_normal", "e2e_half", "realistic"):
+        assert summary[row]["rate"] > 0, (row, summary[row])
+        assert summary[row]["latency_ms"]["p99"] > 0, (row, summary[row])
+        assert summary[row]["peak_rss_bytes"] > 0, (row, summary[row])
+    assert summary["fanout"]["received"] == summary["fanout"]["watchers"], summary["fanout"]
+    assert summary["fanout"]["spread_ms"] is not None
+    assert summary["idle"]["live"] == summary["idle"]["watchers"], summary["idle"]
+    assert summary["idle"]["rss_after"] > 0
+    verdicts = {t["row"]: t for t in result["targets"]}
+    assert set(verdicts) == TARGETS
+
+    if "scaled" in result["skipped"]:
+        # The note says why; then skip here (or fail under CI, which requires the services).
+        assert "scaled: skipped" in out
+        require_postgres()
+        require_redis()
+        raise AssertionError(f"PostgreSQL and Redis answer, yet: {result['skipped']['scaled']}")
+    assert summary["scaled_2"]["rate"] > 0 and summary["scaled_1"]["rate"] > 0
