@@ -23,6 +23,8 @@ const MAX_POINTS = 400; // chart points per pair
 const HISTORY_LIMIT = 50;
 const DETAIL_PREFETCH = 20; // history orders whose events are fetched for decisions/latency
 const KEY_STORAGE = "order_engine.apiKey";
+const MAX_FETCHING = 6; // order details fetched at once
+const HISTORY_EVERY_MS = 3000; // at most one history reload per lagged burst
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -142,10 +144,14 @@ function wsUrl(path, params = {}) {
   return url.toString();
 }
 
-function showNotice(text) {
+let noticeTimer = null;
+
+function showNotice(text, clearAfterMs = 0) {
   const box = $("#notice");
+  clearTimeout(noticeTimer);
   box.textContent = text;
   box.hidden = !text;
+  if (text && clearAfterMs) noticeTimer = setTimeout(() => showNotice(""), clearAfterMs);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -309,6 +315,18 @@ function prune() {
     if (rec.id === state.selected || rec.mine || !TERMINAL.has(rec.status)) continue;
     state.orders.delete(rec.id);
   }
+  // Under a flood of orders in flight, the oldest go too: memory and the table stay bounded.
+  for (const rec of byAge) {
+    if (state.orders.size <= MAX_ORDERS * 2) break;
+    if (rec.id !== state.selected && !rec.mine) state.orders.delete(rec.id);
+  }
+}
+
+function resetOrders() {
+  state.orders.clear();
+  state.points.clear();
+  state.pointKeys.clear();
+  state.selected = null;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -324,7 +342,7 @@ async function loadHistory() {
       .slice(0, DETAIL_PREFETCH);
     scheduleRender();
     await pool(
-      lacking.map((o) => () => fetchDetail(o.orderId)),
+      lacking.map((o) => () => fetchDetail(o.orderId, { force: true })),
       4,
     );
   } catch (err) {
@@ -343,8 +361,10 @@ async function pool(tasks, width) {
   await Promise.all(Array.from({ length: Math.min(width, queue.length) }, run));
 }
 
-async function fetchDetail(id) {
-  if (state.fetching.has(id)) return;
+async function fetchDetail(id, { force = false } = {}) {
+  // Bounded: orders joined mid-flight under load are fetched a few at a time (their next
+  // event asks again).
+  if (state.fetching.has(id) || (!force && state.fetching.size >= MAX_FETCHING)) return;
   state.fetching.add(id);
   try {
     const { ok, body } = await api(`/api/order/${encodeURIComponent(id)}`);
@@ -362,7 +382,7 @@ async function fetchDetail(id) {
   }
 }
 
-const firehose = { ws: null, attempt: 0, timer: null, everOpened: false };
+const firehose = { ws: null, attempt: 0, timer: null, everOpened: false, lastCatchUp: 0 };
 
 function connectFirehose() {
   clearTimeout(firehose.timer);
@@ -388,8 +408,12 @@ function connectFirehose() {
       return;
     }
     if (data.warning) {
-      showNotice(`Stream lagged (${data.warning.code}): catching up from the history.`);
-      loadHistory();
+      const now = Date.now();
+      if (now - firehose.lastCatchUp > HISTORY_EVERY_MS) {
+        firehose.lastCatchUp = now;
+        showNotice(`Stream lagged (${data.warning.code}): catching up from the history.`, 5000);
+        loadHistory();
+      }
       return;
     }
     if (data.error) {
@@ -731,7 +755,17 @@ function syncChildren(parent, nodes) {
 function renderDetail() {
   const panel = $("#order-detail");
   const rec = state.selected && state.orders.get(state.selected);
-  if (!rec) return;
+  if (!rec) {
+    if (panel.dataset.orderId) {
+      panel.dataset.orderId = "";
+      panel.dataset.status = "";
+      $("#detail-title").textContent = "No order selected";
+      $("#detail-badge").hidden = true;
+      $("#stepper").replaceChildren();
+      $("#detail-message").textContent = "Submit a swap, or pick an order in the table.";
+    }
+    return;
+  }
   panel.dataset.orderId = rec.id;
   panel.dataset.status = rec.status;
   $("#detail-title").textContent =
@@ -808,7 +842,14 @@ function decisionSource() {
 function renderDecision() {
   const box = $("#decision");
   const rec = decisionSource();
-  if (!rec) return;
+  if (!rec) {
+    if (box.dataset.stamp) {
+      box.dataset.stamp = "";
+      box.dataset.orderId = "";
+      box.replaceChildren(el("p", { class: "empty", text: "No quotes yet." }));
+    }
+    return;
+  }
   const ev = building(rec);
   const stamp = `${rec.id}:${ev.seq}:${rec.tokenIn}:${rec.attempts}`;
   if (box.dataset.stamp === stamp) return;
@@ -1133,6 +1174,9 @@ function start() {
     } catch {
       showNotice("This browser does not allow storing the key.");
     }
+    // Another key may see other orders (with authentication on, each client sees its own).
+    resetOrders();
+    scheduleRender();
     firehose.attempt = 0;
     firehose.everOpened = false;
     connectFirehose();

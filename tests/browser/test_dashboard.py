@@ -1,0 +1,180 @@
+"""The dashboard in a real headless Chromium against a real `python -m order_engine` process.
+
+Needs Debian's `chromium` (never a downloaded browser): without it the tests skip, saying why,
+except under CI (ORDER_ENGINE_REQUIRE_SERVICES=1) where they fail. With
+ORDER_ENGINE_UPDATE_SCREENSHOT=1 the main test also writes docs/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+
+from tests.integration.test_process import engine_process
+from tests.services import REQUIRE_SERVICES, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "docs" / "dashboard.png"
+UPDATE_SCREENSHOT = os.environ.get("ORDER_ENGINE_UPDATE_SCREENSHOT") == "1"
+INSTANT = {"ORDER_ENGINE_VENUES_PROFILE": "instant"}
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def chromium_path() -> str:
+    """Debian's chromium; skip (fail under CI) when it is not installed."""
+    found = shutil.which("chromium") or next(
+        (p for p in ("/usr/bin/chromium",) if Path(p).exists()), None
+    )
+    if found is None:
+        reason = "chromium is not installed (apt-get install chromium)"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{reason}; ORDER_ENGINE_REQUIRE_SERVICES=1 makes it mandatory")
+        pytest.skip(reason)
+    return found
+
+
+@asynccontextmanager
+async def browser() -> AsyncIterator[Browser]:
+    executable = chromium_path()
+    expect.set_options(timeout=20_000)
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def open_dashboard(chromium: Browser, url: str) -> tuple[Page, list[str]]:
+    """The page, once its firehose is open and its history loaded, and its errors so far."""
+    page = await chromium.new_page(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    response = await page.goto(f"{url}/")
+    assert response is not None
+    assert response.status == 200
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    await expect(page.locator("body")).to_have_attribute("data-history", "loaded")
+    return page, errors
+
+
+async def post_order(http: aiohttp.ClientSession, url: str, **order: Any) -> str:
+    resp = await http.post(f"{url}/api/order/execute", json=order)
+    body = await resp.json()
+    assert resp.status == 201, body
+    order_id: str = body["orderId"]
+    return order_id
+
+
+def row(page: Page, order_id: str) -> Locator:
+    return page.locator(f'#orders tbody tr[data-order-id="{order_id}"]')
+
+
+async def test_dashboard_streams_orders_and_submits_one(tmp_path: Path) -> None:
+    port = free_port()
+    async with (
+        engine_process(tmp_path, port, **INSTANT) as engine,
+        aiohttp.ClientSession() as http,
+        browser() as chromium,
+    ):
+        url = engine.url
+        earlier = [await post_order(http, url, tokenIn="SOL", tokenOut="USDC", amount="2")]
+
+        page, errors = await open_dashboard(chromium, url)
+        # History: an order finished before the page opened is listed.
+        await expect(row(page, earlier[0])).to_have_attribute("data-status", "confirmed")
+
+        # Live: orders submitted elsewhere after the history was loaded arrive on the firehose,
+        # both directions of SOL/USDC so the chart has a market to draw.
+        live = []
+        for i, amount in enumerate(["1", "300", "4", "900", "0.5", "150"]):
+            sell, buy = ("SOL", "USDC") if i % 2 == 0 else ("USDC", "SOL")
+            live_id = await post_order(http, url, tokenIn=sell, tokenOut=buy, amount=amount)
+            await expect(row(page, live_id)).to_have_attribute("data-status", "confirmed")
+            live.append(live_id)
+
+        # The form: a new order whose stages are shown until it is confirmed.
+        await page.select_option("#token-in", "SOL")
+        await page.select_option("#token-out", "USDC")
+        await page.fill("#amount", "2.5")
+        await page.fill("#slippage", "75")
+        await page.get_by_role("button", name="Swap", exact=True).click()
+        detail = page.locator("#order-detail")
+        await expect(detail).to_have_attribute("data-status", "confirmed")
+        order_id = await detail.get_attribute("data-order-id")
+        assert order_id
+        assert order_id not in [*earlier, *live]
+        for stage in ("pending", "routing", "building", "submitted", "confirmed"):
+            await expect(detail.locator(f'li[data-stage="{stage}"]')).to_have_attribute(
+                "data-state", "done"
+            )
+        await expect(row(page, order_id)).to_have_attribute("data-status", "confirmed")
+
+        # What the engine did is what the page shows.
+        resp = await http.get(f"{url}/api/order/{order_id}")
+        stored = await resp.json()
+        order = stored["order"]
+        assert (order["tokenIn"], order["tokenOut"], order["amount"]) == ("SOL", "USDC", "2.5")
+        assert order["slippageBps"] == 75
+        assert order["status"] == "confirmed"
+        building = next(e for e in stored["events"] if e["status"] == "building")["data"]
+        await expect(row(page, order_id).locator("td").nth(5)).to_have_text(order["dex"])
+
+        # The routing decision: every venue's quote, the winner, by how much.
+        decision = page.locator("#decision")
+        await expect(decision).to_have_attribute("data-order-id", order_id)
+        await expect(decision.locator("tr[data-dex]")).to_have_count(len(building["quotes"]))
+        winner = decision.locator('tr[data-winner="true"]')
+        await expect(winner).to_have_count(1)
+        await expect(winner).to_have_attribute("data-dex", building["dex"])
+        for quote in building["quotes"]:
+            await expect(decision.locator(f'tr[data-dex="{quote["dex"]}"]')).to_have_attribute(
+                "data-amount-out", quote["amountOut"]
+            )
+        if len(building["quotes"]) > 1:
+            await expect(decision.locator("[data-margin-bps]")).to_contain_text("bps")
+        await expect(decision.locator(".reason")).to_have_text(building["reason"])
+
+        # Counts, stage latencies and the price chart.
+        total = len(earlier) + len(live) + 1
+        await expect(page.locator("#stat-confirmed")).to_have_text(str(total))
+        await expect(page.locator("#stat-failed")).to_have_text("0")
+        for stage in ("routing", "building", "submitted", "confirmed"):
+            median = page.locator(f'#latency tr[data-stage="{stage}"] .median')
+            await expect(median).to_have_text(re.compile(r"^[0-9.]+ m?s$"))
+        chart = page.locator("#price-chart")
+        await expect(chart).to_have_attribute("data-pair", "SOL→USDC")
+        await expect(chart).to_have_attribute("data-points", re.compile(r"^([4-9]|[1-9][0-9]+)$"))
+        await expect(page.locator("#chart-empty")).to_be_hidden()
+
+        if UPDATE_SCREENSHOT:
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOT))
+        assert errors == []
+
+
+async def test_dashboard_reconnects_when_the_engine_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    async with aiohttp.ClientSession() as http, browser() as chromium:
+        async with engine_process(tmp_path, port, **INSTANT) as engine:
+            page, _ = await open_dashboard(chromium, engine.url)
+            engine.process.send_signal(signal.SIGTERM)  # closes the firehose with 1001
+            await expect(page.locator("#conn")).to_have_attribute("data-state", "closed")
+            assert await engine.process.wait() == 0
+        # Failed reconnection attempts log errors in the console: expected while it is down.
+        async with engine_process(tmp_path, port, **INSTANT) as engine:
+            await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+            order_id = await post_order(http, engine.url, tokenIn="JUP", tokenOut="USDC", amount=5)
+            await expect(row(page, order_id)).to_have_attribute("data-status", "confirmed")
