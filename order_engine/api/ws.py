@@ -223,9 +223,11 @@ class OrderStreams:
             await self._refuse(ws, exc, CLOSE_POLICY)
             self._connections.discard(ws)
             return ws
-        ws = await self._open(request)
-        try:
-            async with self._hub.subscribe_all() as sub:
+        # Subscribed before the handshake completes: nothing published after the client
+        # sees the connection open is missed.
+        async with self._hub.subscribe_all() as sub:
+            ws = await self._open(request)
+            try:
                 reader = asyncio.create_task(self._drain_incoming(ws), name="firehose-read")
                 pump = asyncio.create_task(self._pump(ws, sub, wanted), name="firehose")
                 await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
@@ -234,8 +236,8 @@ class OrderStreams:
                 await asyncio.gather(reader, pump, return_exceptions=True)
                 if not pump.cancelled() and isinstance(pump.exception(), SlowConsumer):
                     _abort(ws)
-        finally:
-            self._connections.discard(ws)
+            finally:
+                self._connections.discard(ws)
         return ws
 
     def _firehose_filter(self, request: web.Request) -> _FirehoseFilter:
