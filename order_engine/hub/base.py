@@ -88,6 +88,10 @@ class LocalFanout:
         for sub in self._all:
             sub.push(event)
 
+    def wants(self, order_id: str) -> bool:
+        """Whether anyone here would receive this order's events."""
+        return bool(self._all) or order_id in self._subs
+
     def watched(self) -> list[str]:
         return list(self._subs)
 

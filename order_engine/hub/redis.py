@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -39,12 +40,14 @@ LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
 RESYNC = b'{"resync":true}'
 
 
-def encode(event: OrderEvent) -> bytes:
-    return orjson.dumps(event.to_message())
+def encode(origin: bytes, event: OrderEvent) -> bytes:
+    """`origin NL orderId NL json`: a receiver skips its own events and orders nobody
+    watches there without parsing any JSON."""
+    return b"%s\n%s\n%s" % (origin, event.order_id.encode(), orjson.dumps(event.to_message()))
 
 
-def decode(raw: bytes | str) -> OrderEvent:
-    m: dict[str, Any] = orjson.loads(raw)
+def decode(body: bytes) -> OrderEvent:
+    m: dict[str, Any] = orjson.loads(body)
     return OrderEvent(m["orderId"], m["seq"], Status(m["status"]), m["message"], m["ts"], m["data"])
 
 
@@ -59,6 +62,8 @@ class RedisHub:
         last_seqs: LastSeqs | None = None,
         audit_interval: float = 5.0,
     ) -> None:
+        # Tells this process's own messages apart when Redis echoes them back.
+        self._origin = secrets.token_hex(8).encode()
         self._last_seqs = last_seqs
         self._audit_interval = audit_interval
         self._auditor: asyncio.Task[None] | None = None
@@ -111,7 +116,7 @@ class RedisHub:
         if self._redis is None:
             return
         try:
-            await self._redis.publish(self._channel, encode(event))
+            await self._redis.publish(self._channel, encode(self._origin, event))
         except (RedisError, OSError) as exc:
             # The event is committed; the other replicas' watchers will re-read the store
             # once they hear that something was missed.
@@ -194,11 +199,17 @@ class RedisHub:
             self._fanout.resync_all()
 
     def _dispatch_remote(self, raw: bytes | str) -> None:
+        if isinstance(raw, str):
+            raw = raw.encode()
         if raw == RESYNC:
             self._fanout.resync_all()
             return
+        origin, _, rest = raw.partition(b"\n")
+        order_id, _, body = rest.partition(b"\n")
+        if origin == self._origin or not self._fanout.wants(order_id.decode(errors="replace")):
+            return  # dispatched locally already, or nobody here watches that order
         try:
-            event = decode(raw)
+            event = decode(body)
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed message on %s", self._channel)
             return
