@@ -63,6 +63,29 @@ UPDATE orders SET
 WHERE order_id = $12 AND last_seq = $13 AND owner = $14
 RETURNING order_id
 """
+_UPDATE_MANY = """
+UPDATE orders AS o SET
+    status = u.status, last_seq = u.seq, updated_at = u.ts,
+    attempts = coalesce(u.attempts, o.attempts),
+    dex = coalesce(u.dex, o.dex),
+    tx_hash = coalesce(u.tx_hash, o.tx_hash),
+    executed_price = coalesce(u.executed_price, o.executed_price),
+    amount_out = coalesce(u.amount_out, o.amount_out),
+    min_amount_out = coalesce(u.min_amount_out, o.min_amount_out),
+    error_code = coalesce(u.error_code, o.error_code),
+    error_message = coalesce(u.error_message, o.error_message)
+FROM unnest(
+    $1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::text[],
+    $8::float8[], $9::numeric[], $10::numeric[], $11::text[], $12::text[]
+) AS u(order_id, seq, status, ts, attempts, dex, tx_hash, executed_price, amount_out,
+       min_amount_out, error_code, error_message)
+WHERE o.order_id = u.order_id AND o.last_seq = u.seq - 1 AND o.owner = $13
+RETURNING o.order_id
+"""
+_INSERT_EVENTS = """
+INSERT INTO order_events (order_id, seq, status, message, payload, created_at)
+SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
+"""
 _UNFINISHED = "status NOT IN ('confirmed', 'failed')"
 # SKIP LOCKED: replicas claiming at the same moment split the orders instead of queueing
 # on each other's row locks; each order goes to exactly one of them.
@@ -247,11 +270,19 @@ class PostgresStore:
         await self._writes.append(transition)
 
     async def _commit_batch(self, batch: list[Write]) -> None:
-        outcomes: list[tuple[Write, Exception | None]] = []
+        outcomes: dict[int, Exception | None] = {}
+        appends = [(i, w) for i, w in enumerate(batch) if isinstance(w, AppendWrite)]
+        # One statement for all the batch's status changes and one for their events,
+        # instead of two round trips per write; per write when an order appears twice.
+        ids = [w.transition.event.order_id for _, w in appends]
+        set_based = len(set(ids)) == len(ids)
         try:
             async with self._p().acquire() as conn, conn.transaction():
-                for write in batch:
-                    outcomes.append((write, await self._apply(conn, write)))
+                for i, write in enumerate(batch):
+                    if isinstance(write, CreateWrite) or not set_based:
+                        outcomes[i] = await self._apply(conn, write)
+                if set_based and appends:
+                    outcomes.update(await self._append_many(conn, appends))
                 if any(isinstance(w, CreateWrite) and not w.owned for w in batch):
                     # Delivered on commit: idle workers claim at once instead of polling.
                     await conn.execute("SELECT pg_notify($1, '')", NEW_ORDERS_CHANNEL)
@@ -259,11 +290,50 @@ class PostgresStore:
             for write in batch:
                 fail(write, StoreError(f"PostgreSQL write failed: {exc}"))
             return
-        for write, error in outcomes:
+        for i, write in enumerate(batch):
+            error = outcomes[i]
             if error is None:
                 succeed(write)
             else:
                 fail(write, error)
+
+    async def _append_many(
+        self, conn: asyncpg.Connection, appends: list[tuple[int, AppendWrite]]
+    ) -> dict[int, Exception | None]:
+        events = [w.transition.event for _, w in appends]
+        updates = [w.transition.update for _, w in appends]
+        rows = await conn.fetch(
+            _UPDATE_MANY,
+            [e.order_id for e in events],
+            [e.seq for e in events],
+            [e.status.value for e in events],
+            [_ts(e.ts) for e in events],
+            [u.attempts for u in updates],
+            [u.dex for u in updates],
+            [u.tx_hash for u in updates],
+            [u.executed_price for u in updates],
+            [_dec(u.amount_out) for u in updates],
+            [_dec(u.min_amount_out) for u in updates],
+            [u.error_code for u in updates],
+            [u.error_message for u in updates],
+            self._owner,
+        )
+        updated = {r["order_id"] for r in rows}
+        written = [e for e in events if e.order_id in updated]
+        if written:
+            await conn.execute(
+                _INSERT_EVENTS,
+                [e.order_id for e in written],
+                [e.seq for e in written],
+                [e.status.value for e in written],
+                [e.message for e in written],
+                [e.data for e in written],
+                [_ts(e.ts) for e in written],
+            )
+        return {
+            i: None if e.order_id in updated else SeqConflict(e.order_id, e.seq)
+            for (i, _), e in zip(appends, events, strict=True)
+        }
 
     async def _apply(self, conn: asyncpg.Connection, write: Write) -> Exception | None:
         if isinstance(write, CreateWrite):
