@@ -21,6 +21,7 @@ from order_engine.config import (
     validate,
 )
 from order_engine.logs import configure as configure_logs
+from order_engine.runtime import install_uvloop
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings) -> int:
     configure_logs(settings.server.log_level, settings.server.log_format)
-    _install_uvloop()
+    install_uvloop()
     from order_engine.app import build_app  # after the loop policy is chosen
 
     app = build_app(settings)
@@ -158,14 +159,6 @@ def _new_key(name: str) -> int:
     print(f"API key for {name} (give it to the client; it is not stored anywhere):\n  {key}")
     print(f'Add to config.toml under [auth]:\n  api_keys = ["{entry}"]')
     return 0
-
-
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from order_engine.config import ConfigError, default_config_path, load_settings
+from order_engine.runtime import install_uvloop
 from order_engine.venues.profiles import Profile
 
 DEFAULT_PORT = 3100
@@ -86,7 +86,7 @@ def serve(options: Options) -> int:
         level=options.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    _install_uvloop()
+    install_uvloop()
     # Imported after the loop policy is chosen, as the engine's CLI does.
     from order_engine.chain.server import build_chain_app
     from order_engine.venues.market import SimulatedMarket
@@ -117,14 +117,6 @@ def serve(options: Options) -> int:
         print(f"order_engine.chain: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
-
-
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 if __name__ == "__main__":
