@@ -160,9 +160,11 @@ class Engine:
                 asyncio.create_task(self._worker(n), name=f"worker-{n}")
                 for n in range(self._settings.workers)
             ]
+            # Without claims (one process on SQLite) nobody else could take an order over:
+            # leases need no upkeep.
             if self._claim_interval is not None:
                 await self._store.on_new_orders(self._new_orders.set)
-            self._leases = asyncio.create_task(self._keep_leases(), name="leases")
+                self._leases = asyncio.create_task(self._keep_leases(), name="leases")
         self._accepting = True
 
     async def _claim(self, *, own_too: bool = False) -> int:
@@ -192,8 +194,9 @@ class Engine:
     async def _keep_leases(self) -> None:
         """Renew this replica's leases well before they expire; take over orders nobody
         holds. A store outage is waited out: leases lapse, and fencing keeps it safe."""
+        assert self._claim_interval is not None
         renew_every = self._lease_s / 3
-        tick = min(renew_every, self._claim_interval or renew_every)
+        tick = min(renew_every, self._claim_interval)
         loop = asyncio.get_running_loop()
         next_renewal = loop.time() + renew_every
         while True:
@@ -206,10 +209,9 @@ class Engine:
                 if loop.time() >= next_renewal:
                     next_renewal = loop.time() + renew_every
                     await self._store.renew()
-                if self._claim_interval is not None:
-                    taken = await self._claim()
-                    if taken:
-                        log.info("claimed %d order(s) nobody was working on", taken)
+                taken = await self._claim()
+                if taken:
+                    log.info("claimed %d order(s) nobody was working on", taken)
             except StoreError as exc:
                 log.warning("lease upkeep failed (%s); retrying", exc)
 
