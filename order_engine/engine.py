@@ -53,6 +53,8 @@ from order_engine.venues.tokens import Token, TokenRegistry
 log = logging.getLogger("order_engine.engine")
 
 TX_UNKNOWN = "tx_unknown"
+# How often an unseen transaction is looked for again until its blockhash expires: a slot.
+UNSEEN_RECHECK_S = 0.4
 INTERNAL_ERROR = "internal_error"
 
 
@@ -93,6 +95,7 @@ class _Run:
     token_out: Token
     retry_reason: VenueError | None = None
     route: Route | None = field(default=None)
+    last_valid_slot: int | None = None  # of the transaction sent for the current attempt
 
     @property
     def status(self) -> Status:
@@ -153,7 +156,8 @@ class Engine:
     async def start(self) -> None:
         """Resume the unfinished orders this replica may take, then start the workers."""
         if self._execute:
-            resumed = await self._claim(own_too=True)
+            # Everything left unfinished, however many: what exceeds the queue waits its turn.
+            resumed = await self._claim(own_too=True, limit=2**31 - 1)
             if resumed:
                 log.info("recovery: resuming %d unfinished order(s)", resumed)
             self._workers = [
@@ -167,11 +171,12 @@ class Engine:
                 self._leases = asyncio.create_task(self._keep_leases(), name="leases")
         self._accepting = True
 
-    async def _claim(self, *, own_too: bool = False) -> int:
-        room = self._queue.maxsize - self._queue.qsize()
+    async def _claim(self, *, own_too: bool = False, limit: int | None = None) -> int:
+        if limit is None:
+            limit = self._queue.maxsize - self._queue.qsize()
         claimed = [
             o
-            for o in await self._store.claim(room, own_too=own_too)
+            for o in await self._store.claim(limit, own_too=own_too)
             if o.order_id not in self._active
         ]
         for order in claimed:
@@ -208,7 +213,7 @@ class Engine:
             try:
                 if loop.time() >= next_renewal:
                     next_renewal = loop.time() + renew_every
-                    await self._store.renew()
+                    await self._store.renew(list(self._active))
                 taken = await self._claim()
                 if taken:
                     log.info("claimed %d order(s) nobody was working on", taken)
@@ -357,10 +362,11 @@ class Engine:
                 raise
             except (OrderLost, StoreError) as exc:
                 self._resume_from_store(run.order.order_id, exc)
-            except Exception:
-                # A bug: the order keeps its stored status and is resumed by the next start;
-                # one bad order must not take the worker down.
+            except Exception as exc:
+                # A bug: one bad order must not take the worker down, nor stay stuck; it
+                # goes on from its stored state after a backoff.
                 log.exception("[%s] worker %d: unexpected error", run.order.order_id, n)
+                self._resume_from_store(run.order.order_id, exc)
             finally:
                 self._busy.pop(n, None)
 
@@ -402,16 +408,23 @@ class Engine:
 
         await self._in_flight.acquire()
         try:
-            tx = await self._chain.build(route.legs, floor)
+            try:
+                tx = await self._chain.build(route.legs, floor)
+            except VenueError as exc:
+                # Nothing was signed or sent: trying again is safe.
+                self._in_flight.release()
+                await self._retry_or_fail(run, exc)
+                return
             # The signature is stored BEFORE the transaction is sent: after a crash the
             # engine can always ask the chain what became of it.
             await self._emit(
                 run,
                 Status.SUBMITTED,
                 f"Transaction sent to {route.dex}",
-                {"dex": route.dex, "txHash": tx.signature},
+                {"dex": route.dex, "txHash": tx.signature, "lastValidSlot": tx.last_valid_slot},
                 OrderUpdate(tx_hash=tx.signature),
             )
+            run.last_valid_slot = tx.last_valid_slot
             try:
                 await self._chain.submit(tx)
             except VenueError as exc:
@@ -442,12 +455,21 @@ class Engine:
         assert signature is not None, "a submitted order has a signature"
         try:
             timeout = self._settings.confirm_timeout_ms / 1000
-            status = await self._ask_chain(order.order_id, signature, timeout)
-            while status.state is TxState.PENDING:
-                # A transaction still pending may yet land; deciding now could execute the
-                # order twice, so keep waiting until the chain settles it (blockhash expiry).
-                log.warning("[%s] %s still pending after %.0fs", order.order_id, signature, timeout)
+            while True:
                 status = await self._ask_chain(order.order_id, signature, timeout)
+                if status.state is TxState.PENDING:
+                    # A transaction still pending may yet land; deciding now could execute
+                    # the order twice: wait until the chain settles it (blockhash expiry).
+                    log.warning(
+                        "[%s] %s still pending after %.0fs", order.order_id, signature, timeout
+                    )
+                    continue
+                if status.state is TxState.UNKNOWN and await self._may_arrive(run, signature):
+                    # Unseen, but whoever sent it (perhaps a replica that lost its lease)
+                    # may have it in flight: only its blockhash expiring settles it.
+                    await asyncio.sleep(UNSEEN_RECHECK_S)
+                    continue
+                break
         finally:
             if holds_slot:
                 self._in_flight.release()
@@ -463,6 +485,26 @@ class Engine:
             await self._retry_or_fail(
                 run, TransientVenueError(TX_UNKNOWN, "the chain never received the transaction")
             )
+
+    async def _may_arrive(self, run: _Run, signature: str) -> bool:
+        if run.last_valid_slot is None:
+            events = await self._store.events(run.order.order_id)
+            sent = [e for e in events if e.data.get("txHash") == signature]
+            slot = sent[-1].data.get("lastValidSlot") if sent else None
+            if not isinstance(slot, int):
+                return False  # stored before slots were recorded: the old rule stands
+            run.last_valid_slot = slot
+        return await self._ask_chain_bool(run.order.order_id, signature, run.last_valid_slot)
+
+    async def _ask_chain_bool(self, order_id: str, signature: str, last_valid_slot: int) -> bool:
+        delay = self._settings.retry_base_ms / 1000
+        while True:
+            try:
+                return await self._chain.can_still_land(signature, last_valid_slot)
+            except VenueError as exc:
+                log.warning("[%s] cannot ask the chain (%s); asking again", order_id, exc.code)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max_ms / 1000)
 
     async def _ask_chain(self, order_id: str, signature: str, timeout: float) -> TxStatus:
         """The transaction's fate. An unreachable chain is asked again (backing off): its
@@ -631,7 +673,11 @@ class Engine:
             if order_id is None:
                 raise
             self._resume_from_store(order_id, exc)
-        except Exception:
+        except Exception as exc:
+            if order_id is not None:
+                log.exception("%s: unexpected error", name)
+                self._resume_from_store(order_id, exc)
+                return
             log.exception("%s: unexpected error; the order is resumed at next start", name)
 
     # -- presentation -------------------------------------------------------------------

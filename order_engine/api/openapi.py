@@ -200,7 +200,18 @@ _SCHEMAS: dict[str, Any] = {
         ),
     ),
     "SubmittedEvent": _event(
-        "submitted", _obj(["dex", "txHash"], {"dex": _DEX, "txHash": {"type": "string"}})
+        "submitted",
+        _obj(
+            ["dex", "txHash"],
+            {
+                "dex": _DEX,
+                "txHash": {"type": "string"},
+                "lastValidSlot": {
+                    "type": "integer",
+                    "description": "the transaction's blockhash expires after this slot",
+                },
+            },
+        ),
     ),
     "ConfirmedEvent": _event(
         "confirmed",

@@ -81,8 +81,9 @@ class Store(Protocol):
         order."""
         ...
 
-    async def renew(self) -> int:
-        """Extend the lease of every unfinished order this replica owns; returns how many."""
+    async def renew(self, order_ids: list[str]) -> int:
+        """Extend the leases of these orders, those this replica still owns; returns how
+        many. (Only the orders it works on: one it dropped must be free to take.)"""
         ...
 
     async def release(self) -> int:

@@ -503,15 +503,18 @@ class PostgresStore:
             "UPDATE orders SET idempotency_key = NULL WHERE idempotency_key = $1", key
         )
 
-    async def renew(self) -> int:
+    async def renew(self, order_ids: list[str]) -> int:
+        if not order_ids:
+            return 0
         # SKIP LOCKED: a row locked by a batch being written now is renewed next time;
         # waiting for it could deadlock against that batch (rows locked in another order).
         return await self._count(
             "UPDATE orders SET lease_until = now() + make_interval(secs => $2)"
-            " WHERE order_id IN (SELECT order_id FROM orders"
-            f" WHERE owner = $1 AND {_UNFINISHED} FOR UPDATE SKIP LOCKED)",
+            " WHERE order_id IN (SELECT order_id FROM orders WHERE owner = $1"
+            f" AND order_id = ANY($3::text[]) AND {_UNFINISHED} FOR UPDATE SKIP LOCKED)",
             self._owner,
             self._lease_s,
+            order_ids,
         )
 
     async def release(self) -> int:

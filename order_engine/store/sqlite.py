@@ -226,9 +226,6 @@ class SQLiteStore:
         self._writer: sqlite3.Connection | None = None  # used on `_write_thread` only
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader: aiosqlite.Connection | None = None
-        # Lease updates get a connection of their own: on the writer's they could land
-        # inside a batch's transaction and be rolled back with it.
-        self._leases: aiosqlite.Connection | None = None
         self._writes = GroupCommit(self._commit_batch, max_batch=max_batch, name="sqlite-writer")
         self._closed = False
 
@@ -252,9 +249,6 @@ class SQLiteStore:
         await self._on_writer(self._open_writer)
         self._reader = await aiosqlite.connect(self._path, isolation_level=None)
         await self._reader.execute("PRAGMA busy_timeout=5000")
-        self._leases = await aiosqlite.connect(self._path, isolation_level=None)
-        await self._leases.execute("PRAGMA busy_timeout=5000")
-        await self._leases.execute(f"PRAGMA synchronous={self._synchronous}")
         self._writes.start()
 
     async def close(self) -> None:
@@ -271,9 +265,8 @@ class SQLiteStore:
         await self._disconnect()
 
     async def _disconnect(self) -> None:
-        for conn in (self._leases, self._reader):
-            if conn is not None:
-                await conn.close()
+        if self._reader is not None:
+            await self._reader.close()
         if self._writer is not None:
             await self._on_writer(self._writer.close)
         self._write_thread.shutdown(wait=False)
@@ -375,11 +368,30 @@ class SQLiteStore:
         return (*order_row(write.order), self._owner, self._clock() + self._lease_s)
 
     # -- leases -------------------------------------------------------------------------
+    # Lease changes are writes: they run on the writer's thread, between batches.
 
-    def _lease_conn(self) -> aiosqlite.Connection:
-        if self._leases is None or self._closed:
+    async def _write(self, sql: str, params: Any) -> list[Any]:
+        """One statement on the writer's connection, its rows (RETURNING) fetched."""
+        if self._writer is None or self._closed:
             raise StoreError("store is closed")
-        return self._leases
+        conn = self._writer
+
+        def run() -> list[Any]:
+            return conn.execute(sql, params).fetchall()
+
+        try:
+            return await self._on_writer(run)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite write failed: {exc}") from exc
+
+    async def _changed(self, sql: str, params: Any) -> int:
+        if self._writer is None or self._closed:
+            raise StoreError("store is closed")
+        conn = self._writer
+        try:
+            return await self._on_writer(lambda: conn.execute(sql, params).rowcount)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite write failed: {exc}") from exc
 
     async def claim(self, limit: int, *, own_too: bool = False) -> list[Order]:
         if limit <= 0:
@@ -390,27 +402,23 @@ class SQLiteStore:
             "own_too": own_too,
             "limit": limit,
         }
-        rows = await self._lease_conn().execute_fetchall(_CLAIM, params)
+        rows = await self._write(_CLAIM, params)
         return sorted((order_from_row(r) for r in rows), key=lambda o: o.created_at)
 
     async def forget_idempotency_key(self, key: str) -> None:
-        await self._lease_conn().execute(
+        await self._changed(
             "UPDATE orders SET idempotency_key = NULL WHERE idempotency_key = ?", (key,)
         )
 
-    async def renew(self) -> int:
-        cur = await self._lease_conn().execute(
-            f"UPDATE orders SET lease_until = ? WHERE owner = ? AND {_UNFINISHED}",
-            (self._clock() + self._lease_s, self._owner),
-        )
-        return cur.rowcount
+    async def renew(self, order_ids: list[str]) -> int:
+        # One process per file: nobody could take these over, so leases need no upkeep.
+        return 0
 
     async def release(self) -> int:
-        cur = await self._lease_conn().execute(
+        return await self._changed(
             f"UPDATE orders SET owner = NULL, lease_until = NULL WHERE owner = ? AND {_UNFINISHED}",
             (self._owner,),
         )
-        return cur.rowcount
 
     async def _rule_error(self, write: Write) -> Exception:
         if isinstance(write, AppendWrite):
@@ -428,20 +436,23 @@ class SQLiteStore:
 
     # -- reads --------------------------------------------------------------------------
 
-    def _read_conn(self) -> aiosqlite.Connection:
+    async def _read(self, sql: str, params: Any = ()) -> list[Any]:
         if self._reader is None or self._closed:
             raise StoreError("store is closed")
-        return self._reader
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"sqlite read failed: {exc}") from exc
 
     async def get(self, order_id: str) -> Order | None:
         sql = f"SELECT {_READ_COLUMNS} FROM orders WHERE order_id = ?"
-        found = await self._read_conn().execute_fetchall(sql, (order_id,))
+        found = await self._read(sql, (order_id,))
         row = next(iter(found), None)
         return None if row is None else order_from_row(row)
 
     async def by_idempotency_key(self, key: str) -> Order | None:
         sql = f"SELECT {_READ_COLUMNS} FROM orders WHERE idempotency_key = ?"
-        found = await self._read_conn().execute_fetchall(sql, (key,))
+        found = await self._read(sql, (key,))
         row = next(iter(found), None)
         return None if row is None else order_from_row(row)
 
@@ -452,7 +463,7 @@ class SQLiteStore:
             f"SELECT {_READ_COLUMNS} FROM orders"
             " WHERE coalesce(client_id, '') = coalesce(?, '') AND client_order_id = ?"
         )
-        found = await self._read_conn().execute_fetchall(sql, (client_id, client_order_id))
+        found = await self._read(sql, (client_id, client_order_id))
         row = next(iter(found), None)
         return None if row is None else order_from_row(row)
 
@@ -461,7 +472,7 @@ class SQLiteStore:
             "SELECT order_id, seq, status, message, payload, created_at FROM order_events"
             " WHERE order_id = ? AND seq > ? ORDER BY seq"
         )
-        rows = await self._read_conn().execute_fetchall(sql, (order_id, after))
+        rows = await self._read(sql, (order_id, after))
         return [event_from_row(r) for r in rows]
 
     async def find(self, query: OrderQuery) -> list[Order]:
@@ -491,7 +502,7 @@ class SQLiteStore:
             f"SELECT {_READ_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
             " ORDER BY created_at DESC, order_id DESC LIMIT ?"
         )
-        rows = await self._read_conn().execute_fetchall(sql, (*params, query.limit))
+        rows = await self._read(sql, (*params, query.limit))
         return [order_from_row(r) for r in rows]
 
     async def last_seqs(self, order_ids: list[str]) -> dict[str, int]:
@@ -502,7 +513,7 @@ class SQLiteStore:
                 "SELECT order_id, last_seq FROM orders"
                 f" WHERE order_id IN ({', '.join('?' * len(chunk))})"
             )
-            rows = await self._read_conn().execute_fetchall(sql, chunk)
+            rows = await self._read(sql, chunk)
             found.update({row[0]: row[1] for row in rows})
         return found
 
@@ -511,14 +522,11 @@ class SQLiteStore:
             f"SELECT {_READ_COLUMNS} FROM orders"
             " WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_at"
         )
-        rows = await self._read_conn().execute_fetchall(sql)
+        rows = await self._read(sql)
         return [order_from_row(r) for r in rows]
 
     async def ping(self) -> None:
-        try:
-            await self._read_conn().execute_fetchall("SELECT 1")
-        except (sqlite3.Error, ValueError) as exc:
-            raise StoreError(f"sqlite unavailable: {exc}") from exc
+        await self._read("SELECT 1")
 
 
 _T = TypeVar("_T")

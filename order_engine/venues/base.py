@@ -153,6 +153,12 @@ class Chain(Protocol):
         """The fate of a signature: pending, landed with a receipt, failed, or unknown."""
         ...
 
+    async def can_still_land(self, signature: str, last_valid_slot: int) -> bool:
+        """Whether a transaction the chain has not seen may yet arrive and land: its
+        blockhash is still valid and it may be on its way. Until this is False, an unseen
+        transaction must not be rebuilt (both could land)."""
+        ...
+
     async def wait(self, signature: str, timeout: float) -> TxStatus:
         """Wait until the signature is no longer pending (as a signatureSubscribe would),
         or `timeout` seconds; returns the status then."""

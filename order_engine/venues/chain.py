@@ -22,6 +22,7 @@ import base58
 from order_engine.venues.base import (
     SLIPPAGE_EXCEEDED,
     TX_DROPPED,
+    VENUE_DOWN,
     LegFill,
     Quote,
     Receipt,
@@ -78,11 +79,15 @@ class SimulatedChain:
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._receipts_awaited: dict[str, asyncio.Event] = {}
         self._forced_drops = 0
+        self._failing_builds = 0
         self._held: list[str] | None = None
 
     # -- the Chain protocol ------------------------------------------------------------
 
     async def build(self, legs: Sequence[Quote], min_out: int) -> Tx:
+        if self._failing_builds > 0:
+            self._failing_builds -= 1
+            raise TransientVenueError(VENUE_DOWN, "the RPC node did not answer")
         if not legs:
             raise ValueError("a transaction needs at least one leg")
         if len({leg.venue for leg in legs}) != len(legs):
@@ -122,6 +127,10 @@ class SimulatedChain:
     async def status(self, signature: str) -> TxStatus:
         return self._statuses.get(signature, _UNKNOWN)
 
+    async def can_still_land(self, signature: str, last_valid_slot: int) -> bool:
+        # In-process, nothing is in flight: what this chain has not seen was never sent.
+        return False
+
     async def wait(self, signature: str, timeout: float) -> TxStatus:
         if self._statuses.get(signature) is _PENDING:
             waiter = self._waiters.get(signature)
@@ -154,6 +163,10 @@ class SimulatedChain:
         event = self._receipts_awaited.setdefault(signature, asyncio.Event())
         async with asyncio.timeout(timeout):
             await event.wait()
+
+    def fail_next_builds(self, count: int) -> None:
+        """The next `count` builds fail as an unreachable RPC node would (nothing sent)."""
+        self._failing_builds += count
 
     def drop_next(self, count: int) -> None:
         """The next `count` submitted transactions expire before landing."""

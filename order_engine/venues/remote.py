@@ -201,6 +201,12 @@ class RemoteChain:
     async def status(self, signature: str) -> TxStatus:
         return await self._status(f"/tx/{quote_path(signature, safe='')}", None, 0.0)
 
+    async def can_still_land(self, signature: str, last_valid_slot: int) -> bool:
+        # Over a network a transaction may still be in flight: only the chain's slot
+        # passing its blockhash's last valid one settles that it never will land.
+        slot: int = await self._service.call("GET", "/healthz", lambda f: f.integer("slot"))
+        return slot <= last_valid_slot
+
     async def wait(self, signature: str, timeout: float) -> TxStatus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)

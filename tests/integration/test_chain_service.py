@@ -418,3 +418,13 @@ async def test_the_service_runs_as_a_process_and_stops_cleanly_on_sigterm(
             process.kill()
             await process.wait()
         log.close()
+
+
+async def test_an_unseen_transaction_may_still_land_until_its_blockhash_expires(
+    remote: RemoteMarket, http: Client
+) -> None:
+    q = await sol_to_usdc(remote)
+    tx = await remote.chain.build([q], min_out=0)  # built, never sent
+    assert (await remote.chain.status(tx.signature)).state is TxState.UNKNOWN
+    assert await remote.chain.can_still_land(tx.signature, tx.last_valid_slot)
+    assert not await remote.chain.can_still_land(tx.signature, -1)

@@ -157,3 +157,23 @@ async def test_orders_are_refused_once_shutdown_began(client: TestClient[Any, Ap
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == "shutting_down"
     assert "Retry-After" in resp.headers
+
+
+async def test_a_build_that_fails_is_retried_and_leaves_nothing_held(
+    client: TestClient[Any, Application],
+) -> None:
+    """The chain's RPC is unreachable when the transaction is built: nothing was sent, so
+    the order is retried at once instead of being stranded in `building`."""
+    services(client).market.chain.fail_next_builds(1)
+    events = await watch(client, await post_order(client))
+    assert statuses(events) == [
+        "pending",
+        "routing",
+        "building",
+        "routing",
+        "building",
+        "submitted",
+        "confirmed",
+    ]
+    assert events[3]["data"]["retryReason"]["code"] == "venue_down"
+    assert services(client).engine.held == 0

@@ -112,9 +112,23 @@ async def test_a_restart_with_the_same_id_takes_its_orders_back(replicas: OpenSt
 @pytest.mark.parametrize("replicas", ["postgres"], indirect=True)
 async def test_a_live_lease_is_respected(replicas: OpenStore) -> None:
     a, b = await replicas("a"), await replicas("b")
-    await a.create(*new_order())
-    assert await a.renew() == 1
+    order, first = new_order()
+    await a.create(order, first)
+    assert await a.renew([order.order_id, "00000000-0000-4000-8000-999999999999"]) == 1
     assert await b.claim(10) == []
+
+
+@pytest.mark.parametrize("replicas", ["postgres"], indirect=True)
+async def test_only_the_orders_named_are_renewed(replicas: OpenStore) -> None:
+    """A replica renews what it works on: an order it dropped is free once its lease ends."""
+    a = await replicas("a", lease_s=0)
+    kept, dropped = new_order(1), new_order(2)
+    for order, first in (kept, dropped):
+        await a.create(order, first)
+    a_again = await replicas("a", lease_s=60)
+    assert await a_again.renew([kept[0].order_id]) == 1
+    b = await replicas("b")
+    assert [o.order_id for o in await b.claim(10)] == [dropped[0].order_id]
 
 
 @pytest.mark.parametrize("replicas", ["postgres"], indirect=True)

@@ -141,3 +141,20 @@ async def test_queued_orders_survive_a_crash(tmp_path: Path, market: SimulatedMa
         for order in orders:
             assert await reach(second, order.order_id, TERMINAL) is Status.CONFIRMED
     assert len(market.chain.ledger) == 5
+
+
+async def test_more_unfinished_orders_than_the_queue_holds_all_finish(
+    tmp_path: Path, market: SimulatedMarket
+) -> None:
+    for venue in market.venues.values():
+        venue.faults.timeout = True
+    settings = make_settings(tmp_path, engine={"quote_timeout_ms": 60_000.0, "workers": 1})
+    async with running(settings, market) as first:
+        orders = [await first.engine.submit(REQUEST) for _ in range(5)]
+    for venue in market.venues.values():
+        venue.faults.timeout = False
+    small = make_settings(tmp_path, engine={"queue_size": 2, "workers": 1})
+    async with running(small, market) as second:
+        for order in orders:
+            assert await reach(second, order.order_id, TERMINAL) is Status.CONFIRMED
+    assert len(market.chain.ledger) == 5
