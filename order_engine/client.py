@@ -67,7 +67,6 @@ class Client:
     def __init__(self, base_url: str, api_key: str | None = None) -> None:
         self._base = base_url.rstrip("/")
         self._headers = {"x-api-key": api_key} if api_key else {}
-        self._api_key = api_key
 
     async def submit(self, session: aiohttp.ClientSession, order: dict[str, Any]) -> str:
         try:

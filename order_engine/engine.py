@@ -219,6 +219,8 @@ class Engine:
                     log.info("claimed %d order(s) nobody was working on", taken)
             except StoreError as exc:
                 log.warning("lease upkeep failed (%s); retrying", exc)
+            except Exception:  # a bug must not stop the upkeep: leases would lapse
+                log.exception("lease upkeep failed unexpectedly; retrying")
 
     async def stop(self, grace: float) -> None:
         """Refuse new orders, let the stages under way reach the store, then stop.
@@ -230,6 +232,8 @@ class Engine:
             return
         self._accepting = False
         self._stopping = True
+        # No more claims while stopping: what is claimed now would only be handed back.
+        await self._cancel_all([self._leases] if self._leases else [])
         idle = [t for n, t in enumerate(self._workers) if n not in self._busy]
         busy = [t for n, t in enumerate(self._workers) if n in self._busy]
         await self._cancel_all(idle)
@@ -239,7 +243,6 @@ class Engine:
             if late:
                 log.warning("shutdown: %d stage(s) did not finish within %.1fs", len(late), grace)
         await self._cancel_all([*self._workers, *self._confirms, *self._retries])
-        await self._cancel_all([self._leases] if self._leases else [])
         left = self._queue.qsize()
         if left:
             log.info("shutdown: %d queued order(s) stay pending for the next start", left)
@@ -257,8 +260,8 @@ class Engine:
         """Stop at once, mid-stage, as a crash would (used by recovery tests)."""
         self._accepting = False
         self._stopping = True
-        await self._cancel_all([*self._workers, *self._confirms, *self._retries])
         await self._cancel_all([self._leases] if self._leases else [])
+        await self._cancel_all([*self._workers, *self._confirms, *self._retries])
 
     @staticmethod
     async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:

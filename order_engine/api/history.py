@@ -87,7 +87,7 @@ def parse_history_query(
     limit = DEFAULT_LIMIT
     if "limit" in params:
         text = params["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
             raise bad_request(
                 "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}", "limit"
             )

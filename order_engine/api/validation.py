@@ -200,7 +200,7 @@ def parse_order_id(value: str | None, field: str = "orderId") -> str:
 def parse_after(value: str | None) -> int:
     if value is None:
         return 0
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise bad_request("invalid_after", "after must be a non-negative integer", "after")
     return int(value)
 

@@ -87,27 +87,32 @@ class Connections:
         self._counts: dict[str, int] = {}
 
     def admit(self, client: str) -> None:
-        """Refuse (429) before the upgrade when the client is at its cap."""
-        if self._per_client and self._counts.get(client, 0) >= self._per_client:
+        """Take one of the client's places before the upgrade (429 when none is left);
+        `add` then holds it, `release` gives it back if the upgrade fails."""
+        count = self._counts.get(client, 0)
+        if self._per_client and count >= self._per_client:
             raise ApiError(
                 429,
                 "too_many_websockets",
                 f"at most {self._per_client} WebSockets at once per client",
                 headers={"Retry-After": "1"},
             )
+        self._counts[client] = count + 1
 
-    def add(self, ws: web.WebSocketResponse, client: str = "") -> None:
+    def release(self, client: str) -> None:
+        left = self._counts[client] - 1
+        if left:
+            self._counts[client] = left
+        else:
+            del self._counts[client]
+
+    def add(self, ws: web.WebSocketResponse, client: str) -> None:
         self._open[ws] = client
-        self._counts[client] = self._counts.get(client, 0) + 1
 
     def discard(self, ws: web.WebSocketResponse) -> None:
         client = self._open.pop(ws, None)
         if client is not None:
-            left = self._counts[client] - 1
-            if left:
-                self._counts[client] = left
-            else:
-                del self._counts[client]
+            self.release(client)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -234,8 +239,15 @@ class OrderStreams:
                 for task in (reader, pump):
                     task.cancel()
                 await asyncio.gather(reader, pump, return_exceptions=True)
-                if not pump.cancelled() and isinstance(pump.exception(), SlowConsumer):
+                error = None if pump.cancelled() else pump.exception()
+                if isinstance(error, SlowConsumer):
                     _abort(ws)
+                elif isinstance(error, StoreError):
+                    unavailable = ApiError(503, "store_unavailable", "storage is unavailable")
+                    await self._refuse(ws, unavailable, CLOSE_TRY_AGAIN)
+                elif error is not None and not ws.closed:
+                    log.error("firehose failed", exc_info=error)
+                    await _close(ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
             finally:
                 self._connections.discard(ws)
         return ws
@@ -283,11 +295,17 @@ class OrderStreams:
         ws = web.WebSocketResponse(
             heartbeat=self._heartbeat, max_msg_size=self._max_message, autoping=True
         )
-        if not ws.can_prepare(request).ok:
-            raise ApiError(
-                400, "websocket_required", "this endpoint speaks WebSocket: send an Upgrade request"
-            )
-        await ws.prepare(request)
+        try:
+            if not ws.can_prepare(request).ok:
+                raise ApiError(
+                    400,
+                    "websocket_required",
+                    "this endpoint speaks WebSocket: send an Upgrade request",
+                )
+            await ws.prepare(request)
+        except BaseException:
+            self._connections.release(client)
+            raise
         self._connections.add(ws, client)
         return ws
 
@@ -328,14 +346,15 @@ class OrderStreams:
         self, ws: web.WebSocketResponse, order_id: str, after: int, client: str | None
     ) -> None:
         async with self._hub.subscribe(order_id) as sub:
+            order = None
             if client is not None:
                 # Another client's order is unknown to this one: ids cannot be probed.
-                owned = await self._store.get(order_id)
-                if owned is None or owned.client_id != client:
+                order = await self._store.get(order_id)
+                if order is None or order.client_id != client:
                     raise _unknown(order_id)
             history = await self._store.events(order_id, after)
             if not history:
-                order = await self._store.get(order_id)
+                order = order or await self._store.get(order_id)
                 if order is None:
                     raise _unknown(order_id)
                 if order.terminal and order.last_seq <= after:

@@ -35,6 +35,7 @@ from order_engine.orders import OrderEvent, Status
 log = logging.getLogger("order_engine.hub.redis")
 
 CHANNEL = "order_engine:events"
+PUBLISH_TIMEOUT_S = 1.0
 LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
 # Control message: "some of my events never reached you; re-read the store".
 RESYNC = b'{"resync":true}'
@@ -116,8 +117,10 @@ class RedisHub:
         if self._redis is None:
             return
         try:
-            await self._redis.publish(self._channel, encode(self._origin, event))
-        except (RedisError, OSError) as exc:
+            # Bounded: a Redis that drops packets must not hold the engine's writes up.
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self._redis.publish(self._channel, encode(self._origin, event))
+        except (RedisError, OSError, TimeoutError) as exc:
             # The event is committed; the other replicas' watchers will re-read the store
             # once they hear that something was missed.
             log.debug("redis publish failed: %s", exc)

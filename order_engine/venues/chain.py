@@ -35,8 +35,6 @@ from order_engine.venues.pool import DustAmount, PoolExhausted
 from order_engine.venues.profiles import Profile
 from order_engine.venues.venue import SimulatedVenue
 
-# Solana's blockhash stays valid for 150 slots of about 400 ms: a minute.
-BLOCKHASH_VALIDITY_SLOTS = 150
 SLOT_SECONDS = 0.4
 _PENDING = TxStatus(TxState.PENDING)
 _UNKNOWN = TxStatus(TxState.UNKNOWN)
@@ -102,7 +100,7 @@ class SimulatedChain:
             min_out=min_out,
             wrap_sol=legs[0].token_in.native,
             unwrap_sol=legs[0].token_out.native,
-            last_valid_slot=self.current_slot() + BLOCKHASH_VALIDITY_SLOTS,
+            last_valid_slot=self.current_slot() + self._profile.blockhash_validity_slots,
         )
 
     def current_slot(self) -> int:

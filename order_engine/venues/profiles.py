@@ -15,6 +15,9 @@ class Profile:
     # a mean-reverting (Ornstein-Uhlenbeck) step, d' = d(1 - reversion) + N(0, sigma), and
     # arbitrageurs trade the pool to it. 0 = no background motion (`SimulatedMarket.step`
     # still moves it on demand).
+    # A transaction not landed within this many slots (400 ms each) never will; until
+    # then an unseen one may still be in flight. Solana: 150 (a minute).
+    blockhash_validity_slots: int = 150
     drift_interval_ms: float = 0.0
     drift_sigma_bps: float = 8.0
     drift_reversion: float = 0.02
@@ -24,6 +27,8 @@ class Profile:
             low, high = getattr(self, field_name)
             if not 0 <= low <= high:
                 raise ValueError(f"{field_name} must be a range [low, high] with 0 <= low <= high")
+        if self.blockhash_validity_slots < 1:
+            raise ValueError("blockhash_validity_slots must be at least 1")
         if not 0 <= self.drop_rate < 1:
             raise ValueError("drop_rate must be in [0, 1)")
         if self.drift_interval_ms < 0 or self.drift_sigma_bps < 0:

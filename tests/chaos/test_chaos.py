@@ -50,6 +50,7 @@ CHAIN_CONFIG = """
 [profiles.chaos]
 quote_latency_ms = [20.0, 150.0]
 land_latency_ms = [300.0, 1500.0]
+blockhash_validity_slots = 10  # 4 s: a transaction unseen after a kill is settled soon
 drop_rate = 0.05
 drift_interval_ms = 250.0
 drift_sigma_bps = 8.0

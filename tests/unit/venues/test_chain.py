@@ -9,7 +9,6 @@ import pytest
 
 from order_engine.venues import PROFILES, SimulatedChain, SimulatedMarket
 from order_engine.venues.base import SLIPPAGE_EXCEEDED, TX_DROPPED, Quote, TxState
-from order_engine.venues.chain import BLOCKHASH_VALIDITY_SLOTS
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.dlmm import DlmmPool
 from order_engine.venues.tokens import REGISTRY
@@ -190,7 +189,7 @@ async def test_expired_blockhash_is_dropped(market: SimulatedMarket) -> None:
     chain = market.chain
     q = quote(market, "Raydium")
     tx = await chain.build([q], min_out=0)
-    assert tx.last_valid_slot == chain.slot + BLOCKHASH_VALIDITY_SLOTS
+    assert tx.last_valid_slot == chain.slot + market.profile.blockhash_validity_slots
     chain.slot = tx.last_valid_slot + 1
 
     await chain.submit(tx)
