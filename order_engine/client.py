@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 EXIT_CONFIRMED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+SUBMIT_ATTEMPTS = 3
 _RETRYABLE_CLOSES = {1001, 1006, 1011, 1012, 1013, None}
 
 
@@ -69,13 +71,20 @@ class Client:
         self._headers = {"x-api-key": api_key} if api_key else {}
 
     async def submit(self, session: aiohttp.ClientSession, order: dict[str, Any]) -> str:
-        try:
-            async with session.post(
-                f"{self._base}/api/order/execute", json=order, headers=self._headers
-            ) as resp:
-                body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise ClientError(f"cannot reach {self._base}: {exc}") from None
+        # The same key on every attempt: a retry after a lost answer returns the order the
+        # first attempt placed instead of placing a second one.
+        headers = {**self._headers, "Idempotency-Key": str(uuid.uuid4())}
+        for attempt in range(SUBMIT_ATTEMPTS):
+            try:
+                async with session.post(
+                    f"{self._base}/api/order/execute", json=order, headers=headers
+                ) as resp:
+                    body = await resp.json(content_type=None)
+                break
+            except (aiohttp.ClientError, ValueError) as exc:
+                if attempt == SUBMIT_ATTEMPTS - 1:
+                    raise ClientError(f"cannot reach {self._base}: {exc}") from None
+                await asyncio.sleep(0.2 * 2**attempt)  # backing off before trying again
         if resp.status not in (200, 201):
             error = body.get("error", {}) if isinstance(body, dict) else {}
             raise ClientError(

@@ -187,9 +187,7 @@ class Engine:
         self._active.add(order.order_id)
         run = self._run_for(order)
         if order.status is Status.SUBMITTED:
-            self._spawn(
-                self._confirms, self._confirm(run), f"confirm-{order.order_id}", order.order_id
-            )
+            self._spawn(self._confirms, self._confirm(run), f"confirm-{order.order_id}", run)
         else:
             try:
                 self._queue.put_nowait(run)
@@ -364,12 +362,12 @@ class Engine:
             except asyncio.CancelledError:
                 raise
             except (OrderLost, StoreError) as exc:
-                self._resume_from_store(run.order.order_id, exc)
+                self._resume_from_store(run, exc)
             except Exception as exc:
                 # A bug: one bad order must not take the worker down, nor stay stuck; it
                 # goes on from its stored state after a backoff.
                 log.exception("[%s] worker %d: unexpected error", run.order.order_id, n)
-                self._resume_from_store(run.order.order_id, exc)
+                self._resume_from_store(run, exc)
             finally:
                 self._busy.pop(n, None)
 
@@ -440,7 +438,7 @@ class Engine:
             self._confirms,
             self._confirm(run, holds_slot=True),
             f"confirm-{order.order_id}",
-            order.order_id,
+            run,
         )
 
     def _next_attempt(self, run: _Run) -> int:
@@ -621,22 +619,28 @@ class Engine:
         log.info("[%s] %s", order.order_id, status.value)
         await self._hub.publish(event)
 
-    def _resume_from_store(self, order_id: str, cause: Exception) -> None:
+    def _resume_from_store(self, run: _Run, cause: Exception) -> None:
         """A write failed, or was fenced off: what the store holds is the truth now. Read it
         back (waiting out an outage) and go on from there, unless the order is finished or
         another replica owns it."""
+        order_id = run.order.order_id
         log.warning("[%s] %s; resuming from the stored state", order_id, cause)
-        self._spawn(self._retries, self._reload(order_id), f"reload-{order_id}")
+        self._spawn(self._retries, self._reload(order_id, run.order.last_seq), f"reload-{order_id}")
 
-    async def _reload(self, order_id: str) -> None:
+    async def _reload(self, order_id: str, known_seq: int) -> None:
         delay = self._settings.retry_base_ms / 1000
         while True:
             await asyncio.sleep(delay)
             try:
                 order = await self._store.get(order_id)
+                # A write reported as failed may have committed all the same: publish what
+                # is stored beyond what this engine knew, or its watchers would wait for it.
+                unseen = await self._store.events(order_id, known_seq) if order else []
                 break
             except StoreError:
                 delay = min(delay * 2, self._settings.retry_max_ms / 1000)
+        for event in unseen:
+            await self._hub.publish(event)
         if order is None or order.terminal or order.owner != self._store.owner:
             self._active.discard(order_id)
             return
@@ -657,29 +661,27 @@ class Engine:
         tasks: set[asyncio.Task[None]],
         coro: Coroutine[Any, Any, None],
         name: str,
-        order_id: str | None = None,
+        run: _Run | None = None,
     ) -> None:
-        task = asyncio.create_task(self._guard(coro, name, order_id), name=name)
+        task = asyncio.create_task(self._guard(coro, name, run), name=name)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         # A task cancelled before its first step never starts `coro`: close it quietly.
         task.add_done_callback(lambda _: coro.close())
 
-    async def _guard(
-        self, coro: Coroutine[Any, Any, None], name: str, order_id: str | None
-    ) -> None:
+    async def _guard(self, coro: Coroutine[Any, Any, None], name: str, run: _Run | None) -> None:
         try:
             await coro
         except asyncio.CancelledError:
             raise
         except (OrderLost, StoreError) as exc:
-            if order_id is None:
+            if run is None:
                 raise
-            self._resume_from_store(order_id, exc)
+            self._resume_from_store(run, exc)
         except Exception as exc:
-            if order_id is not None:
+            if run is not None:
                 log.exception("%s: unexpected error", name)
-                self._resume_from_store(order_id, exc)
+                self._resume_from_store(run, exc)
                 return
             log.exception("%s: unexpected error; the order is resumed at next start", name)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 
 from aiohttp import web
@@ -21,13 +22,20 @@ async def static(request: web.Request) -> web.Response:
     return _file(name)
 
 
-def _file(name: str) -> web.Response:
+@lru_cache(maxsize=16)  # bounded: names come from URLs
+def _read(name: str) -> bytes | None:
+    """The packaged file, read once: the assets never change while the engine runs."""
     entry = _STATIC.joinpath(name)
+    return entry.read_bytes() if entry.is_file() else None
+
+
+def _file(name: str) -> web.Response:
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
-    if suffix not in _TYPES or not entry.is_file():
+    body = _read(name) if suffix in _TYPES else None
+    if body is None:
         raise web.HTTPNotFound()
     return web.Response(
-        body=entry.read_bytes(),
+        body=body,
         content_type=_TYPES[suffix],
         charset="utf-8",
         headers={"Cache-Control": "no-cache"},

@@ -104,6 +104,10 @@ class LocalFanout:
                 if sub.position < last_seq:
                     sub.resync()
                     told += 1
+        if told:
+            # The firehose cannot re-read one order: it is told that events were missed.
+            for sub in self._all:
+                sub.resync()
         return told
 
     def resync_all(self) -> None:
