@@ -21,9 +21,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from order_engine.config import EngineSettings
 from order_engine.hub import Hub
@@ -51,6 +51,7 @@ from order_engine.venues.base import (
 from order_engine.venues.tokens import Token, TokenRegistry
 
 log = logging.getLogger("order_engine.engine")
+_T = TypeVar("_T")
 
 TX_UNKNOWN = "tx_unknown"
 # How often an unseen transaction is looked for again until its blockhash expires: a slot.
@@ -488,32 +489,28 @@ class Engine:
             )
 
     async def _may_arrive(self, run: _Run, signature: str) -> bool:
-        if run.last_valid_slot is None:
+        slot = run.last_valid_slot
+        if slot is None:  # resumed from the store: the submitted event recorded it
             events = await self._store.events(run.order.order_id)
             sent = [e for e in events if e.data.get("txHash") == signature]
-            slot = sent[-1].data.get("lastValidSlot") if sent else None
-            if not isinstance(slot, int):
+            recorded = sent[-1].data.get("lastValidSlot") if sent else None
+            if not isinstance(recorded, int):
                 return False  # stored before slots were recorded: the old rule stands
-            run.last_valid_slot = slot
-        return await self._ask_chain_bool(run.order.order_id, signature, run.last_valid_slot)
-
-    async def _ask_chain_bool(self, order_id: str, signature: str, last_valid_slot: int) -> bool:
-        delay = self._settings.retry_base_ms / 1000
-        while True:
-            try:
-                return await self._chain.can_still_land(signature, last_valid_slot)
-            except VenueError as exc:
-                log.warning("[%s] cannot ask the chain (%s); asking again", order_id, exc.code)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max_ms / 1000)
+            slot = run.last_valid_slot = recorded
+        return await self._patiently(
+            run.order.order_id, lambda: self._chain.can_still_land(signature, slot)
+        )
 
     async def _ask_chain(self, order_id: str, signature: str, timeout: float) -> TxStatus:
-        """The transaction's fate. An unreachable chain is asked again (backing off): its
-        answer is never guessed."""
+        return await self._patiently(order_id, lambda: self._chain.wait(signature, timeout))
+
+    async def _patiently(self, order_id: str, ask: Callable[[], Awaitable[_T]]) -> _T:
+        """Ask the chain; while it cannot answer, ask again (backing off): a transaction's
+        fate is never guessed."""
         delay = self._settings.retry_base_ms / 1000
         while True:
             try:
-                return await self._chain.wait(signature, timeout)
+                return await ask()
             except VenueError as exc:
                 log.warning("[%s] cannot ask the chain (%s); asking again", order_id, exc.code)
                 await asyncio.sleep(delay)
