@@ -209,6 +209,12 @@ class DlmmPool:
             raise DustAmount(f"{amount_in} is too small to buy one base unit")
         if commit:
             self.bins.update(touched)
+            step = -1 if for_y else 1
+            drained = touched[active][1 if for_y else 0] == 0
+            if drained and self.min_id <= active + step <= self.max_id:
+                # The bin has nothing left to sell this way: the price is the next one's,
+                # or the next small trade would pay a whole bin step as "impact".
+                active += step
             self.active_id = active
             self.volatility_reference, self.index_reference = v_ref, i_ref
             self.volatility_accumulator = self._accumulator(v_ref, i_ref, active)
