@@ -14,7 +14,7 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import base58
@@ -63,12 +63,10 @@ class SimulatedChain:
         venues: Mapping[str, SimulatedVenue],
         profile: Profile,
         rng: random.Random,
-        clock: Callable[[], float],
     ) -> None:
         self._venues = venues
         self._profile = profile
         self._rng = rng
-        self._clock = clock
         self.slot = 0  # advances with time (see `current_slot`); tests may move it forward
         self._epoch = time.monotonic()
         self.ledger: list[LedgerEntry] = []

@@ -48,9 +48,7 @@ class SimulatedMarket:
             )
             for name, pools in built.items()
         }
-        self.chain = SimulatedChain(
-            self.venues, profile, random.Random(self._rng.getrandbits(64)), self.now
-        )
+        self.chain = SimulatedChain(self.venues, profile, random.Random(self._rng.getrandbits(64)))
         self._task: asyncio.Task[None] | None = None
 
     def now(self) -> float:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from order_engine.venues.base import (
 from order_engine.venues.remote import ChainServiceUnavailable, RemoteChain, RemoteMarket
 from order_engine.venues.tokens import REGISTRY
 from order_engine.venues.wire import quote_to_json
+from tests.cluster import chain_service
 from tests.services import free_port
 
 SOL, USDC, BONK, JUP, RAY, WSOL = (
@@ -381,43 +380,14 @@ async def test_an_unreachable_chain_never_guesses_a_status() -> None:
 async def test_the_service_runs_as_a_process_and_stops_cleanly_on_sigterm(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"CHAIN_PORT", "PORT"}}
-    log_path = tmp_path / "chain.log"
-    log = log_path.open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "order_engine.chain",
-        "--port",
-        str(port),
-        "--profile",
-        "instant",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-    )
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(20):
-            banner = (await process.stdout.readline()).decode()
-        assert f"listening on http://127.0.0.1:{port}" in banner, log_path.read_text()
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/healthz") as resp,
-        ):
-            health = await resp.json()
+    async with chain_service(tmp_path) as chain:
+        async with aiohttp.ClientSession() as session, session.get(f"{chain.url}/healthz") as r:
+            health = await r.json()
         assert health["profile"] == "instant"
         assert health["venues"] == ["Meteora", "Raydium"]
-        process.send_signal(signal.SIGTERM)
+        chain.process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        log.close()
+            assert await chain.process.wait() == 0
 
 
 async def test_an_unseen_transaction_may_still_land_until_its_blockhash_expires(
