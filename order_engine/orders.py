@@ -108,6 +108,9 @@ class Order:
     error_code: str | None = None
     error_message: str | None = None
     client_id: str | None = None  # the API key's name, when authentication is on
+    # The last slot in which the transaction sent for the current attempt can still land:
+    # until then an unseen transaction may yet arrive, so it is never sent again before.
+    last_valid_slot: int | None = None
     # The replica leasing the order (None: nobody): lease bookkeeping, not order content.
     owner: str | None = field(default=None, compare=False)
 
@@ -128,6 +131,7 @@ class OrderUpdate:
     min_amount_out: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    last_valid_slot: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
