@@ -5,7 +5,7 @@ Imports nothing of the project: the engine, the stores and the API all speak the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -118,6 +118,23 @@ class Order:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def apply(self, transition: Transition) -> Order:
+        """The order once this transition happened: checked against the transition table and
+        the seq order, as the store checks it, so the engine's copy never drifts from it."""
+        event, update = transition.event, transition.update
+        check_transition(self.status, event.status)
+        if event.order_id != self.order_id or event.seq != self.last_seq + 1:
+            raise ValueError(
+                f"event {event.order_id}#{event.seq} does not follow "
+                f"{self.order_id}#{self.last_seq}"
+            )
+        changes = {
+            name: value for name in UPDATE_FIELDS if (value := getattr(update, name)) is not None
+        }
+        return replace(
+            self, status=event.status, last_seq=event.seq, updated_at=event.ts, **changes
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class OrderUpdate:
@@ -132,6 +149,10 @@ class OrderUpdate:
     error_code: str | None = None
     error_message: str | None = None
     last_valid_slot: int | None = None
+
+
+# The columns an event may change besides status and seq: every field of OrderUpdate.
+UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(OrderUpdate))
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ class Route:
         return sum(leg.amount_out for leg in self.legs)
 
     @property
-    def dex(self) -> str:
+    def venue(self) -> str:
         """The venue of the largest leg (the whole order when not split)."""
         return max(self.legs, key=lambda q: q.amount_in).venue
 

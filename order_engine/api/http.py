@@ -147,9 +147,8 @@ class OrderSubmitter:
                 raise _duplicate_client_order_id() from None
             raise
         except EngineUnavailable as exc:
-            code = "queue_full" if "queue" in exc.reason else "shutting_down"
             raise ApiError(
-                503, code, exc.reason, headers={"Retry-After": str(int(exc.retry_after))}
+                503, exc.code, exc.message, headers={"Retry-After": str(int(exc.retry_after))}
             ) from None
 
 

@@ -7,14 +7,12 @@ import copy
 from functools import cache
 from typing import Any
 
-from order_engine import __version__
+from order_engine import __version__, payloads
+from order_engine.orders import Status
 
 _DECIMAL = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["1.5"]}
 _DEX = {"type": "string", "enum": ["Raydium", "Meteora"]}
-_STATUS = {
-    "type": "string",
-    "enum": ["pending", "routing", "building", "submitted", "confirmed", "failed"],
-}
+_STATUS = {"type": "string", "enum": [status.value for status in Status]}
 _ERROR_BODY = {
     "type": "object",
     "required": ["code", "message"],
@@ -22,17 +20,6 @@ _ERROR_BODY = {
         "code": {"type": "string"},
         "message": {"type": "string"},
         "field": {"type": "string"},
-    },
-    "additionalProperties": False,
-}
-_LEG = {
-    "type": "object",
-    "required": ["dex", "share", "amountIn", "amountOut"],
-    "properties": {
-        "dex": _DEX,
-        "share": {"type": "number", "minimum": 0, "maximum": 1},
-        "amountIn": _DECIMAL,
-        "amountOut": _DECIMAL,
     },
     "additionalProperties": False,
 }
@@ -66,6 +53,23 @@ def _obj(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
         "additionalProperties": False,
     }
 
+
+_REF_TEMPLATE = "#/components/schemas/{name}"
+
+
+def _event_schemas() -> dict[str, Any]:
+    """One schema per status's event, its data generated from the payload types."""
+    data_refs, data_schemas = payloads.schemas(_REF_TEMPLATE)
+    events = {_event_name(status): _event(status.value, ref) for status, ref in data_refs.items()}
+    return {**data_schemas, **events}
+
+
+def _event_name(status: Status) -> str:
+    return f"{status.value.capitalize()}Event"
+
+
+_EVENT_SCHEMAS = _event_schemas()
+_EVENT_NAMES = [_event_name(status) for status in Status]
 
 _SCHEMAS: dict[str, Any] = {
     "OrderRequest": _obj(
@@ -150,100 +154,8 @@ _SCHEMAS: dict[str, Any] = {
         ["order", "events"],
         {"order": _ref("Order"), "events": {"type": "array", "items": _ref("OrderEvent")}},
     ),
-    "Quote": _obj(
-        ["dex", "amountOut", "price", "feeBps", "priceImpactBps"],
-        {
-            "dex": _DEX,
-            "amountOut": _DECIMAL,
-            "price": {"type": "number"},
-            "feeBps": {"type": "number", "minimum": 0},
-            "priceImpactBps": {"type": "number"},
-        },
-    ),
-    "PendingEvent": _event(
-        "pending",
-        _obj(
-            ["tokenIn", "tokenOut", "amount", "slippageBps"],
-            {
-                "tokenIn": {"type": "string"},
-                "tokenOut": {"type": "string"},
-                "amount": _DECIMAL,
-                "slippageBps": {"type": "integer"},
-            },
-        ),
-    ),
-    "RoutingEvent": _event(
-        "routing",
-        _obj(
-            ["attempt"],
-            {"attempt": {"type": "integer", "minimum": 1}, "retryReason": _ERROR_BODY},
-        ),
-    ),
-    "BuildingEvent": _event(
-        "building",
-        _obj(
-            ["dex", "quotes", "expectedAmountOut", "minAmountOut", "wrapSol", "unwrapSol"],
-            {
-                "dex": _DEX,
-                "quotes": {"type": "array", "items": _ref("Quote"), "minItems": 1},
-                "expectedAmountOut": _DECIMAL,
-                "minAmountOut": _DECIMAL,
-                "wrapSol": {"type": "boolean", "description": "SOL in: wrapped to wSOL first"},
-                "unwrapSol": {"type": "boolean", "description": "SOL out: unwrapped at the end"},
-                "reason": {"type": "string"},
-                "skipped": {
-                    "type": "array",
-                    "items": _obj(["dex", "code"], {"dex": _DEX, "code": {"type": "string"}}),
-                },
-                "legs": {"type": "array", "items": _LEG, "minItems": 2},
-            },
-        ),
-    ),
-    "SubmittedEvent": _event(
-        "submitted",
-        _obj(
-            ["dex", "txHash"],
-            {
-                "dex": _DEX,
-                "txHash": {"type": "string"},
-                "lastValidSlot": {
-                    "type": "integer",
-                    "description": "the transaction's blockhash expires after this slot",
-                },
-            },
-        ),
-    ),
-    "ConfirmedEvent": _event(
-        "confirmed",
-        _obj(
-            ["dex", "txHash", "executedPrice", "amountIn", "amountOut"],
-            {
-                "dex": _DEX,
-                "txHash": {"type": "string"},
-                "executedPrice": {"type": "number"},
-                "amountIn": _DECIMAL,
-                "amountOut": _DECIMAL,
-                "legs": {"type": "array", "items": _LEG, "minItems": 2},
-            },
-        ),
-    ),
-    "FailedEvent": _event(
-        "failed",
-        _obj(["error", "attempts"], {"error": _ERROR_BODY, "attempts": {"type": "integer"}}),
-    ),
-    "OrderEvent": {
-        "oneOf": [
-            _ref(name)
-            for name in (
-                "PendingEvent",
-                "RoutingEvent",
-                "BuildingEvent",
-                "SubmittedEvent",
-                "ConfirmedEvent",
-                "FailedEvent",
-            )
-        ]
-    },
+    "OrderEvent": {"oneOf": [_ref(name) for name in _EVENT_NAMES]},
+    **_EVENT_SCHEMAS,
     "Health": _obj(
         ["status"],
         {"status": {"type": "string"}, "store": {"type": "string"}, "hub": {"type": "string"}},

@@ -47,6 +47,7 @@ VENUE_TIMEOUT = "venue_timeout"  # transient
 NO_QUOTES = "no_quotes"  # transient: every venue failed to quote
 SLIPPAGE_EXCEEDED = "slippage_exceeded"  # transient: landed output < min_out
 TX_DROPPED = "tx_dropped"  # transient: blockhash expired before the tx landed
+TX_UNKNOWN = "tx_unknown"  # transient: the chain never saw the tx and it can no longer land
 NO_ROUTE = "no_route"  # permanent: no pool path between the tokens
 INSUFFICIENT_LIQUIDITY = "insufficient_liquidity"  # permanent: the pools cannot fill it
 PRICE_IMPACT_TOO_HIGH = "price_impact_too_high"  # permanent: the order is too big for the pools

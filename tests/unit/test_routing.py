@@ -101,7 +101,7 @@ async def test_small_order_goes_whole_to_the_best_venue(
     assert not route.split
     [leg] = route.legs
     assert (leg.venue, leg.amount_in, leg.amount_out) == (best, amount, singles[best])
-    assert route.dex == best
+    assert route.venue == best
     assert route.skipped == ()
     assert route.reason.startswith("best output")
 

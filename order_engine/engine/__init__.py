@@ -1,0 +1,6 @@
+"""The execution engine and the parts it is made of (see `core`)."""
+
+from order_engine.engine.core import Engine, OrderRequest, min_out
+from order_engine.engine.errors import EngineUnavailable, OrderLost, Unavailable
+
+__all__ = ["Engine", "EngineUnavailable", "OrderLost", "OrderRequest", "Unavailable", "min_out"]

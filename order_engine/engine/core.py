@@ -1,0 +1,349 @@
+"""The execution engine: intake, a bounded queue, worker coroutines, the routing step.
+
+Workers take an order from pending to submitted; `Confirmations` sends the transaction and
+waits for the chain off the worker. Every status change goes through the `Recorder`
+(checked, committed, then published). The store is the truth: `start()` resumes every
+unfinished order from its stored status, and an order already submitted is first looked
+up on the chain by its signature, so no swap is ever sent twice. Across replicas an engine
+works only on the orders it leases (`Leases`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from order_engine.config import EngineSettings
+from order_engine.hub import Hub
+from order_engine.metrics import Metrics
+from order_engine.orders import Order, OrderUpdate, Status
+from order_engine.payloads import ErrorInfo, PendingData, RoutingData
+from order_engine.routing import Router
+from order_engine.store import Store, StoreError
+from order_engine.venues.base import Chain, VenueError
+from order_engine.venues.tokens import Token, TokenRegistry
+
+from .confirmations import CONFIRMATIONS, Confirmations
+from .errors import EngineUnavailable, OrderLost, Unavailable
+from .leases import Leases
+from .recorder import Recorder
+from .reports import building_data, report_route
+from .retries import RETRIES, Retries
+from .run import OrderRun
+from .supervision import ErrorHandler, Supervisor
+
+log = logging.getLogger("order_engine.engine")
+
+WORKERS = "workers"  # the supervisor's group of worker loops
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A validated order, as the API (or any other front end) hands it over."""
+
+    token_in: Token
+    token_out: Token
+    amount: int  # base units of token_in
+    slippage_bps: int
+    client_order_id: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    client_id: str | None = None  # who submitted it, when authentication is on
+
+
+def min_out(expected: int, slippage_bps: int) -> int:
+    """Floor, so the tolerance is never wider than asked."""
+    return expected * (10_000 - slippage_bps) // 10_000
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        hub: Hub,
+        router: Router,
+        chain: Chain,
+        registry: TokenRegistry,
+        settings: EngineSettings,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        execute: bool = True,
+        lease_s: float = 15.0,
+        claim_interval: float | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """`execute=False`: an API-only replica that stores orders for workers to claim.
+        `claim_interval`: how often to look for orders nobody holds (None: never after
+        start-up; one process on SQLite has nobody to take over from)."""
+        self._store = store
+        self._router = router
+        self._registry = registry
+        self._settings = settings
+        self._metrics = metrics
+        self._execute = execute
+        self._queue: asyncio.Queue[OrderRun] = asyncio.Queue(settings.queue_size)
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[int] = set()  # workers in the middle of an order
+        self._supervisor = Supervisor()
+        self._leases = Leases(
+            store=store,
+            supervisor=self._supervisor,
+            adopt=self._adopt,
+            room=lambda: self._queue.maxsize - self._queue.qsize(),
+            lease_s=lease_s,
+            claim_interval=claim_interval,
+        )
+        self._recorder = Recorder(
+            store=store, hub=hub, metrics=metrics, on_finished=self._leases.drop, clock=clock
+        )
+        self._retries = Retries(
+            settings=settings,
+            recorder=self._recorder,
+            supervisor=self._supervisor,
+            requeue=self._queue.put,
+            on_error=self._resume_on_error,
+            rng=rng or random.Random(),
+        )
+        self._confirmations = Confirmations(
+            chain=chain,
+            settings=settings,
+            recorder=self._recorder,
+            retries=self._retries,
+            supervisor=self._supervisor,
+            on_error=self._resume_on_error,
+        )
+        self._accepting = False
+        self._stopping = False
+
+    # -- start and stop -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume the unfinished orders this replica may take, then start the workers."""
+        if self._execute:
+            await self._leases.start()
+            self._workers = [
+                self._supervisor.spawn(WORKERS, self._worker(n), f"worker-{n}")
+                for n in range(self._settings.workers)
+            ]
+        self._accepting = True
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new orders, let the stages under way reach the store, then stop.
+
+        Idle workers stop at once; busy ones finish their current stage; confirmations get
+        the same grace to land, those started meanwhile too. Whatever is left (queued
+        orders, slow confirmations) keeps its stored status and is resumed by the next
+        start, here or, once released, on another replica."""
+        if self._stopping:
+            return
+        self._accepting = False
+        self._stopping = True
+        await self._leases.stop()
+        # Workers check `_stopping` between orders; an idle one waits on the queue.
+        for n, task in enumerate(self._workers):
+            if n not in self._busy:
+                task.cancel()
+        late = await self._supervisor.drain((WORKERS, CONFIRMATIONS), grace)
+        if late:
+            log.warning("shutdown: %d stage(s) did not finish within %.1fs", late, grace)
+        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES)
+        if left := self._queue.qsize():
+            log.info("shutdown: %d queued order(s) stay pending for the next start", left)
+        if self._execute:
+            await self._leases.release()
+
+    async def abort(self) -> None:
+        """Stop at once, mid-stage, as a crash would (used by recovery tests)."""
+        self._accepting = False
+        self._stopping = True
+        await self._leases.stop()
+        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES)
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def held(self) -> int:
+        """Orders this engine holds: queued, being worked on, awaiting confirmation."""
+        return len(self._leases)
+
+    @property
+    def transactions_in_flight(self) -> int:
+        """Transactions sent (or being built) whose fate the chain has not told yet."""
+        return self._confirmations.slots.taken
+
+    # -- intake -------------------------------------------------------------------------
+
+    async def submit(self, request: OrderRequest) -> Order:
+        """Store the order with its pending event, queue it, return it.
+
+        Refused (EngineUnavailable) before anything is stored when the queue is full, so a
+        refused client has nothing to reconcile."""
+        if not self._accepting:
+            raise EngineUnavailable(
+                Unavailable.SHUTTING_DOWN, "the engine is shutting down", retry_after=5
+            )
+        if self._execute and self._queue.full():
+            raise EngineUnavailable(Unavailable.QUEUE_FULL, "the order queue is full", 1)
+        now = self._recorder.now()
+        order = Order(
+            order_id=str(uuid.uuid4()),
+            token_in=request.token_in.symbol,
+            token_out=request.token_out.symbol,
+            amount=request.amount,
+            slippage_bps=request.slippage_bps,
+            status=Status.PENDING,
+            last_seq=1,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+            client_order_id=request.client_order_id,
+            idempotency_key=request.idempotency_key,
+            request_hash=request.request_hash,
+            client_id=request.client_id,
+        )
+        pending = PendingData(
+            token_in=request.token_in.symbol,
+            token_out=request.token_out.symbol,
+            amount=request.token_in.format(request.amount),
+            slippage_bps=request.slippage_bps,
+        )
+        await self._recorder.create(
+            order, "Order received and queued", pending, owned=self._execute
+        )
+        if not self._execute:
+            return order  # a worker replica claims it
+        self._leases.hold(order.order_id)
+        # The queue may have filled while the row was written; the order is stored, so it
+        # is queued anyway (waiting) rather than lost: put() blocks only this request.
+        await self._queue.put(self._run_for(order))
+        return order
+
+    def _run_for(self, order: Order) -> OrderRun:
+        return OrderRun(
+            order=order,
+            token_in=self._registry.resolve(order.token_in),
+            token_out=self._registry.resolve(order.token_out),
+        )
+
+    def _adopt(self, order: Order) -> None:
+        """Take on an order resumed from the store, from its stored status."""
+        run = self._run_for(order)
+        if order.status is Status.SUBMITTED:
+            self._confirmations.wait(run)
+            return
+        try:
+            self._queue.put_nowait(run)
+        except asyncio.QueueFull:  # filled while the claim was in flight: wait a turn
+            self._retries.requeue_after(run, 0)
+
+    # -- workers ------------------------------------------------------------------------
+
+    async def _worker(self, n: int) -> None:
+        while not self._stopping:
+            run = await self._queue.get()
+            self._busy.add(n)
+            try:
+                await self._supervisor.guard(
+                    self._advance(run), f"worker-{n}", self._resume_on_error(run)
+                )
+            finally:
+                self._busy.discard(n)
+
+    async def _advance(self, run: OrderRun) -> None:
+        """Take the order from its current (not yet submitted) status to submitted."""
+        attempt = self._next_attempt(run)
+        reason = run.retry_reason
+        retry_reason = (
+            None if reason is None else ErrorInfo(code=reason.code, message=reason.message)
+        )
+        message = "Comparing prices on Raydium and Meteora"
+        if attempt > 1:
+            message = f"Retrying (attempt {attempt} of {self._settings.max_attempts})"
+        await self._recorder.emit(
+            run,
+            Status.ROUTING,
+            message,
+            RoutingData(attempt=attempt, retry_reason=retry_reason),
+            OrderUpdate(attempts=attempt),
+        )
+        if self._stop_requested():
+            return
+        try:
+            route = await self._router.route(run.token_in, run.token_out, run.order.amount)
+        except VenueError as exc:
+            await self._retries.retry_or_fail(run, exc)
+            return
+        floor = min_out(route.amount_out, run.order.slippage_bps)
+        report_route(run, route, self._metrics)
+        await self._recorder.emit(
+            run,
+            Status.BUILDING,
+            f"Building transaction for {route.venue}" + (" (split route)" if route.split else ""),
+            building_data(run, route, floor),
+            OrderUpdate(dex=route.venue, min_amount_out=floor),
+        )
+        if self._stop_requested():
+            return
+        await self._confirmations.send(run, route, floor)
+
+    def _stop_requested(self) -> bool:
+        """Checked between stages: a stopping engine leaves the order at its stored stage."""
+        return self._stopping
+
+    def _next_attempt(self, run: OrderRun) -> int:
+        """Pending starts attempt 1; a retry is the next attempt; an order resumed after a
+        crash mid-attempt continues that attempt (a crash is not the venue's failure)."""
+        if run.status is Status.PENDING:
+            return 1
+        if run.retry_reason is not None:
+            return run.order.attempts + 1
+        return max(run.order.attempts, 1)
+
+    # -- errors -------------------------------------------------------------------------
+
+    def _resume_on_error(self, run: OrderRun) -> ErrorHandler:
+        """The one error path of work on an order: a write failed, was fenced off, or a bug
+        struck. What the store holds is the truth now: read it back (waiting out an outage)
+        and go on from there, unless the order is finished or another replica owns it."""
+
+        def resume(exc: Exception) -> None:
+            order_id = run.order_id
+            if isinstance(exc, (OrderLost, StoreError)):
+                log.warning("[%s] %s; resuming from the stored state", order_id, exc)
+            else:  # one bad order must not take a worker down, nor stay stuck
+                log.error("[%s] unexpected error; resuming", order_id, exc_info=exc)
+            self._supervisor.spawn(
+                RETRIES, self._reload(order_id, run.order.last_seq), f"reload-{order_id}"
+            )
+
+        return resume
+
+    async def _reload(self, order_id: str, known_seq: int) -> None:
+        delay = self._settings.retry_base_ms / 1000
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                order = await self._store.get(order_id)
+                # A write reported as failed may have committed all the same: publish what
+                # is stored beyond what this engine knew, or its watchers would wait for it.
+                unseen = await self._store.events(order_id, known_seq) if order else []
+                break
+            except StoreError:
+                delay = min(delay * 2, self._settings.retry_max_ms / 1000)
+        await self._recorder.publish(unseen)
+        if order is None or order.terminal or order.owner != self._store.owner:
+            self._leases.drop(order_id)
+            return
+        self._adopt(order)
