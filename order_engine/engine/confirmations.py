@@ -90,6 +90,10 @@ class Slots:
         self._semaphore.release()
         self.taken -= 1
 
+    def full(self) -> bool:
+        """No slot can be taken now: a sender would wait."""
+        return self._semaphore.locked()
+
 
 class Confirmations:
     def __init__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import fields
 
 import pytest
 from hypothesis import given, settings
@@ -11,8 +12,13 @@ from hypothesis import strategies as st
 from order_engine.orders import (
     TERMINAL,
     TRANSITIONS,
+    UPDATE_FIELDS,
     InvalidTransition,
+    Order,
+    OrderEvent,
+    OrderUpdate,
     Status,
+    Transition,
     check_transition,
 )
 
@@ -82,3 +88,59 @@ def test_any_accepted_walk_is_a_legal_lifecycle(walk: list[Status]) -> None:
         if after is Status.SUBMITTED:
             assert before is Status.BUILDING
     assert sum(s in TERMINAL for s in accepted) <= 1
+
+
+def _order(status: Status = Status.ROUTING, last_seq: int = 2) -> Order:
+    return Order(
+        order_id="o-1",
+        token_in="SOL",
+        token_out="USDC",
+        amount=1_500_000_000,
+        slippage_bps=50,
+        status=status,
+        last_seq=last_seq,
+        attempts=1,
+        created_at=100.0,
+        updated_at=101.0,
+    )
+
+
+def _transition(status: Status, seq: int, update: OrderUpdate | None = None) -> Transition:
+    event = OrderEvent("o-1", seq, status, "", 102.5, {})
+    return Transition(event, update or OrderUpdate())
+
+
+def test_apply_moves_status_seq_time_and_the_changed_columns_only() -> None:
+    before = _order()
+    after = before.apply(
+        _transition(Status.BUILDING, 3, OrderUpdate(dex="Meteora", min_amount_out=99))
+    )
+    assert (after.status, after.last_seq, after.updated_at) == (Status.BUILDING, 3, 102.5)
+    assert (after.dex, after.min_amount_out) == ("Meteora", 99)
+    # Columns the event leaves alone (None in the update) keep their value.
+    assert after.attempts == before.attempts
+    assert after.created_at == before.created_at
+
+
+def test_apply_records_the_last_valid_slot_of_the_transaction_sent() -> None:
+    building = _order(Status.BUILDING, 3)
+    after = building.apply(
+        _transition(Status.SUBMITTED, 4, OrderUpdate(tx_hash="sig", last_valid_slot=150))
+    )
+    assert (after.tx_hash, after.last_valid_slot) == ("sig", 150)
+
+
+def test_apply_refuses_an_illegal_transition() -> None:
+    with pytest.raises(InvalidTransition):
+        _order(Status.ROUTING).apply(_transition(Status.CONFIRMED, 3))
+
+
+@pytest.mark.parametrize("seq", [1, 2, 4])
+def test_apply_refuses_an_event_that_is_not_the_next_one(seq: int) -> None:
+    with pytest.raises(ValueError, match="does not follow"):
+        _order(Status.ROUTING, last_seq=2).apply(_transition(Status.BUILDING, seq))
+
+
+def test_every_update_field_is_an_order_field() -> None:
+    order_fields = {f.name for f in fields(Order)}
+    assert set(UPDATE_FIELDS) <= order_fields
