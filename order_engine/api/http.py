@@ -17,7 +17,7 @@ from order_engine.api.validation import OrderParser, parse_json, parse_order_id
 from order_engine.engine import Engine, EngineUnavailable, OrderRequest
 from order_engine.hub import Hub
 from order_engine.orders import Order
-from order_engine.store import DuplicateOrder, Store, StoreError
+from order_engine.store import DuplicateOrder, Store, StoreConflict, StoreUnavailable
 from order_engine.venues.tokens import TokenRegistry
 
 log = logging.getLogger("order_engine.api")
@@ -40,7 +40,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(ApiError(exc.status, code, exc.reason, headers=headers))
-    except StoreError as exc:
+    except StoreUnavailable as exc:
         log.warning("store unavailable: %s", exc)
         return error_response(
             ApiError(
@@ -49,6 +49,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "storage is unavailable, retry shortly",
                 headers={"Retry-After": "2"},
             )
+        )
+    except StoreConflict as exc:
+        # The store is up and refused a write the handler did not expect to clash (a key
+        # freed and taken again meanwhile): the client may retry, but it is no outage.
+        log.warning("store conflict: %s", exc)
+        return error_response(
+            ApiError(409, "conflict", "the request conflicted with a concurrent change, retry")
         )
 
 
@@ -256,7 +263,7 @@ class RestHandlers:
         checks = {"store": "ok", "hub": "ok"}
         try:
             await self._store.ping()
-        except StoreError as exc:
+        except StoreUnavailable as exc:
             checks["store"] = str(exc)
         try:
             await self._hub.ping()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from order_engine.store.base import DuplicateOrder, OrderQuery, SeqConflict, Store, StoreError
+from order_engine.store.base import (
+    DuplicateOrder,
+    OrderQuery,
+    SeqConflict,
+    Store,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+)
 
 
 class UnsupportedStoreURL(ValueError):
@@ -55,6 +63,8 @@ __all__ = [
     "OrderQuery",
     "SeqConflict",
     "Store",
+    "StoreConflict",
     "StoreError",
+    "StoreUnavailable",
     "store_from_url",
 ]

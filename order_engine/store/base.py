@@ -25,11 +25,23 @@ class OrderQuery:
     limit: int = 100
 
 
-class StoreError(Exception):
-    """The store cannot serve the request right now (unreachable, closed)."""
+class StoreUnavailable(Exception):
+    """The store cannot serve the request right now (unreachable, closed). Nothing is wrong
+    with the request: the same call may succeed once the store is back."""
 
 
-class SeqConflict(StoreError):
+# The name outage handlers have always caught, kept for them: the same class, and no
+# conflict is one.
+StoreError = StoreUnavailable
+
+
+class StoreConflict(Exception):
+    """The store answered and refused the write: it breaks a rule of the stored data.
+    Repeating the same write is refused again, as a rule: the caller reads what is stored
+    now. Not an outage, so `except StoreError` never swallows one."""
+
+
+class SeqConflict(StoreConflict):
     """The write is fenced off: the event's seq is not the order's next one, or another
     replica owns the order now (this one's lease expired and was taken over)."""
 
@@ -39,7 +51,7 @@ class SeqConflict(StoreError):
         self.seq = seq
 
 
-class DuplicateOrder(StoreError):
+class DuplicateOrder(StoreConflict):
     """An order with this id or idempotency key exists already."""
 
     def __init__(self, existing: Order) -> None:
@@ -48,6 +60,9 @@ class DuplicateOrder(StoreError):
 
 
 class Store(Protocol):
+    """Every method raises StoreUnavailable when the store cannot answer; writes that break
+    a rule raise a StoreConflict (SeqConflict, DuplicateOrder) instead."""
+
     async def open(self) -> None:
         """Connect and run migrations."""
         ...
@@ -116,7 +131,7 @@ class Store(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise StoreError if the store cannot answer."""
+        """Raise StoreUnavailable if the store cannot answer."""
         ...
 
     def observe_batches(self, callback: Callable[[int], None]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from order_engine.orders import Order, OrderEvent, Transition
-from order_engine.store.base import StoreError
+from order_engine.store.base import StoreUnavailable
 
 
 @dataclass(slots=True)
@@ -87,7 +87,7 @@ class GroupCommit:
 
     async def _submit(self, write: Write) -> None:
         if self._closed:
-            raise StoreError("store is closed")
+            raise StoreUnavailable("store is closed")
         self._queue.put_nowait(write)
         await write.done
 
@@ -110,7 +110,7 @@ class GroupCommit:
                 await self._commit(batch)
             except Exception as exc:
                 for write in batch:
-                    fail(write, StoreError(f"write failed: {exc}"))
+                    fail(write, StoreUnavailable(f"write failed: {exc}"))
                 continue
             self.batch_sizes.append(len(batch))
             if self.on_batch is not None:

@@ -12,12 +12,23 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
+from order_engine.api.http import error_middleware
 from order_engine.app import build_app
+from order_engine.orders import OrderUpdate, Status, Transition
+from order_engine.store import (
+    DuplicateOrder,
+    SeqConflict,
+    StoreConflict,
+    StoreError,
+    store_from_url,
+)
 from order_engine.venues import SimulatedMarket
 from tests.conftest import assert_gap_free, make_settings, post_order, services, watch
+from tests.integration.test_store import event, new_order
 from tests.proxy import TcpProxy
 from tests.services import REDIS_HOST, REDIS_PORT, postgres_schema, require_redis
 
@@ -126,3 +137,52 @@ async def test_orders_execute_while_redis_is_down(
         redis.restore()
     finally:
         await redis.stop()
+
+
+async def test_an_unreachable_database_is_an_outage_not_a_conflict(proxy: TcpProxy) -> None:
+    """What callers tell apart: an outage (retry the same write later) from a refused write
+    (re-read the order). A cut connection must be the first, never the second."""
+    store = store_from_url(proxy.url)  # type: ignore[attr-defined]
+    await store.open()
+    try:
+        order, first = new_order()
+        await store.create(order, first)
+        routing = Transition(event(order.order_id, 2, Status.ROUTING), OrderUpdate(attempts=1))
+        proxy.cut()
+        with pytest.raises(StoreError) as write:
+            await store.append(routing)
+        with pytest.raises(StoreError) as read:
+            await store.get(order.order_id)
+        assert not isinstance(write.value, StoreConflict)
+        assert not isinstance(read.value, StoreConflict)
+        proxy.restore()
+        await store.append(routing)  # the same write, once the database is back
+        stored = await store.get(order.order_id)
+        assert stored is not None and stored.last_seq == 2
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (StoreError("connection refused"), 503, "store_unavailable"),
+        (SeqConflict("00000000-0000-4000-8000-000000000000", 3), 409, "conflict"),
+        (DuplicateOrder(new_order()[0]), 409, "conflict"),
+        (StoreConflict("refused, no stored order holds its keys"), 409, "conflict"),
+    ],
+)
+async def test_only_an_outage_is_answered_as_one(
+    aiohttp_client: Any, error: Exception, status: int, code: str
+) -> None:
+    """A refused write reaching the API is no reason to tell clients the storage is down
+    (and to retry it, as a 503 invites them to)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        raise error
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_post("/", handler)
+    client = await aiohttp_client(app)
+    resp = await client.post("/")
+    assert (resp.status, (await resp.json())["error"]["code"]) == (status, code)
