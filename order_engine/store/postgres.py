@@ -8,7 +8,6 @@ duplicate order does nothing, so one bad write fails alone without rolling back 
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,8 +16,14 @@ from typing import Any
 import asyncpg
 import orjson
 
-from order_engine.orders import Order, OrderEvent, Status
-from order_engine.store.base import DuplicateOrder, OrderQuery, SeqConflict, StoreError
+from order_engine.orders import Order, OrderEvent, Transition
+from order_engine.store.base import (
+    DuplicateOrder,
+    OrderQuery,
+    SeqConflict,
+    StoreConflict,
+    StoreUnavailable,
+)
 from order_engine.store.group_commit import (
     AppendWrite,
     CreateWrite,
@@ -27,134 +32,104 @@ from order_engine.store.group_commit import (
     fail,
     succeed,
 )
-from order_engine.store.migrations import load_migrations
+from order_engine.store.migrations import migrate_postgres
+from order_engine.store.rows import (
+    EVENT_COLUMNS,
+    KINDS,
+    ORDER_COLUMNS,
+    READ_COLUMNS,
+    UNFINISHED,
+    UPDATE_COLUMNS,
+    Dialect,
+    Kind,
+    OrderRows,
+)
 
 log = logging.getLogger(__name__)
-
-_ORDER_COLUMNS = (
-    "order_id, token_in, token_out, amount, status, last_seq, attempts, slippage_bps, dex,"
-    " executed_price, tx_hash, amount_out, min_amount_out, error_code, error_message,"
-    " client_order_id, idempotency_key, request_hash, created_at, updated_at, client_id"
-)
-_READ_COLUMNS = f"{_ORDER_COLUMNS}, owner"
-_INSERT_ORDER = (
-    f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES"
-    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
-    " $21, $22, CASE WHEN $22::text IS NULL THEN NULL ELSE now() + make_interval(secs => $23) END)"
-    " ON CONFLICT DO NOTHING RETURNING order_id"
-)
-_INSERT_EVENT = (
-    "INSERT INTO order_events (order_id, seq, status, message, payload, created_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6)"
-)
-# The WHERE clause is the fence: the update matches only if this event is the next one and
-# this replica still owns the order.
-_UPDATE_ORDER = """
-UPDATE orders SET
-    status = $1, last_seq = $2, updated_at = $3,
-    attempts = coalesce($4, attempts),
-    dex = coalesce($5, dex),
-    tx_hash = coalesce($6, tx_hash),
-    executed_price = coalesce($7, executed_price),
-    amount_out = coalesce($8, amount_out),
-    min_amount_out = coalesce($9, min_amount_out),
-    error_code = coalesce($10, error_code),
-    error_message = coalesce($11, error_message)
-WHERE order_id = $12 AND last_seq = $13 AND owner = $14
-RETURNING order_id
-"""
-_UPDATE_MANY = """
-UPDATE orders AS o SET
-    status = u.status, last_seq = u.seq, updated_at = u.ts,
-    attempts = coalesce(u.attempts, o.attempts),
-    dex = coalesce(u.dex, o.dex),
-    tx_hash = coalesce(u.tx_hash, o.tx_hash),
-    executed_price = coalesce(u.executed_price, o.executed_price),
-    amount_out = coalesce(u.amount_out, o.amount_out),
-    min_amount_out = coalesce(u.min_amount_out, o.min_amount_out),
-    error_code = coalesce(u.error_code, o.error_code),
-    error_message = coalesce(u.error_message, o.error_message)
-FROM unnest(
-    $1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::text[],
-    $8::float8[], $9::numeric[], $10::numeric[], $11::text[], $12::text[]
-) AS u(order_id, seq, status, ts, attempts, dex, tx_hash, executed_price, amount_out,
-       min_amount_out, error_code, error_message)
-WHERE o.order_id = u.order_id AND o.last_seq = u.seq - 1 AND o.owner = $13
-RETURNING o.order_id
-"""
-_INSERT_EVENTS = """
-INSERT INTO order_events (order_id, seq, status, message, payload, created_at)
-SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
-"""
-_UNFINISHED = "status NOT IN ('confirmed', 'failed')"
-# SKIP LOCKED: replicas claiming at the same moment split the orders instead of queueing
-# on each other's row locks; each order goes to exactly one of them.
-_CLAIM = f"""
-UPDATE orders SET owner = $1, lease_until = now() + make_interval(secs => $2)
-WHERE order_id IN (
-    SELECT order_id FROM orders
-    WHERE {_UNFINISHED}
-      AND (owner IS NULL OR lease_until < now() OR ($4 AND owner = $1))
-    ORDER BY created_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING {_READ_COLUMNS}
-"""
-NEW_ORDERS_CHANNEL = "order_engine_new_orders"
-# Any constant shared by every replica: migrations run under this advisory lock, so two
-# replicas starting together do not both apply them.
-_MIGRATION_LOCK = zlib.crc32(b"order_engine.migrations")
 
 
 def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _dec(value: int | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
+def _seconds(at: datetime) -> float:
+    return at.timestamp()
 
 
-def _int(value: Decimal | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def _order_from_record(r: asyncpg.Record) -> Order:
-    return Order(
-        order_id=r["order_id"],
-        token_in=r["token_in"],
-        token_out=r["token_out"],
-        amount=int(r["amount"]),
-        slippage_bps=r["slippage_bps"],
-        status=Status(r["status"]),
-        last_seq=r["last_seq"],
-        attempts=r["attempts"],
-        created_at=r["created_at"].timestamp(),
-        updated_at=r["updated_at"].timestamp(),
-        client_order_id=r["client_order_id"],
-        idempotency_key=r["idempotency_key"],
-        request_hash=r["request_hash"],
-        dex=r["dex"],
-        tx_hash=r["tx_hash"],
-        executed_price=r["executed_price"],
-        amount_out=_int(r["amount_out"]),
-        min_amount_out=_int(r["min_amount_out"]),
-        error_code=r["error_code"],
-        error_message=r["error_message"],
-        client_id=r["client_id"],
-        owner=r["owner"],
-    )
+ROWS = OrderRows(Dialect(u64_to_db=Decimal, u64_from_db=int, time_to_db=_ts, time_from_db=_seconds))
+# The element type of each kind's array, for the batched statements.
+_ARRAY_TYPES = {
+    Kind.TEXT: "text",
+    Kind.INT: "int8",
+    Kind.FLOAT: "float8",
+    Kind.U64: "numeric",
+    Kind.TIME: "timestamptz",
+    Kind.STATUS: "text",
+}
+_READ = ", ".join(READ_COLUMNS)
+_N = len(ORDER_COLUMNS)
+_INSERT_ORDER = (
+    f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}, owner, lease_until)"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, _N + 2))},"
+    f" CASE WHEN ${_N + 1}::text IS NULL THEN NULL"
+    f" ELSE now() + make_interval(secs => ${_N + 2}) END)"
+    " ON CONFLICT DO NOTHING RETURNING order_id"
+)
+_INSERT_EVENT = f"INSERT INTO order_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+# The WHERE clause is the fence: the update matches only if this event is the next one and
+# this replica still owns the order. $1..$3: status, seq, updated_at; then UPDATE_COLUMNS.
+_U = len(UPDATE_COLUMNS)
+_UPDATE_ORDER = (
+    "UPDATE orders SET status = $1, last_seq = $2, updated_at = $3, "
+    + ", ".join(f"{c} = coalesce(${i}, {c})" for i, c in enumerate(UPDATE_COLUMNS, start=4))
+    + f" WHERE order_id = ${_U + 4} AND last_seq = ${_U + 5} AND owner = ${_U + 6}"
+    " RETURNING order_id"
+)
+# The same for many orders at once, one array per column: order_id, then the arguments of
+# the statement above in their order.
+_UPDATE_MANY = (
+    "UPDATE orders AS o SET status = u.status, last_seq = u.seq, updated_at = u.ts, "
+    + ", ".join(f"{c} = coalesce(u.{c}, o.{c})" for c in UPDATE_COLUMNS)
+    + " FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], "
+    + ", ".join(f"${i}::{_ARRAY_TYPES[KINDS[c]]}[]" for i, c in enumerate(UPDATE_COLUMNS, start=5))
+    + f") AS u(order_id, status, seq, ts, {', '.join(UPDATE_COLUMNS)})"
+    + f" WHERE o.order_id = u.order_id AND o.last_seq = u.seq - 1 AND o.owner = ${_U + 5}"
+    " RETURNING o.order_id"
+)
+_INSERT_EVENTS = f"""
+INSERT INTO order_events ({EVENT_COLUMNS})
+SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
+"""
+# SKIP LOCKED: replicas claiming at the same moment split the orders instead of queueing
+# on each other's row locks; each order goes to exactly one of them.
+_CLAIM = f"""
+UPDATE orders SET owner = $1, lease_until = now() + make_interval(secs => $2)
+WHERE order_id IN (
+    SELECT order_id FROM orders
+    WHERE {UNFINISHED}
+      AND (owner IS NULL OR lease_until < now() OR ($4 AND owner = $1))
+    ORDER BY created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {_READ}
+"""
+NEW_ORDERS_CHANNEL = "order_engine_new_orders"
 
 
 def _event_from_record(r: asyncpg.Record) -> OrderEvent:
-    return OrderEvent(
-        order_id=r["order_id"],
-        seq=r["seq"],
-        status=Status(r["status"]),
-        message=r["message"],
-        ts=r["created_at"].timestamp(),
-        data=r["payload"],
-    )
+    return ROWS.event(r, r["payload"])
+
+
+def _update_args(t: Transition) -> tuple[Any, ...]:
+    """Status, seq, updated_at, then UPDATE_COLUMNS: the order of both update statements."""
+    e = t.event
+    return (e.status.value, e.seq, _ts(e.ts), *ROWS.update_values(t.update))
+
+
+def _arrays(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows of arguments turned into one array per column, for `unnest`."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -208,7 +183,7 @@ class PostgresStore:
                 server_settings=settings,
             )
         except (OSError, asyncpg.PostgresError) as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         await self._migrate()
         self._writes.start()
 
@@ -238,35 +213,19 @@ class PostgresStore:
 
     def _p(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise StoreError("store is not open")
+            raise StoreUnavailable("store is not open")
         return self._pool
 
     async def _migrate(self) -> None:
-        async with self._p().acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            if self._schema:
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            applied = {
-                r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
-            }
-            for version, sql in load_migrations("postgres"):
-                if version not in applied:
-                    await conn.execute(sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version) VALUES ($1)", version
-                    )
-                    log.info("postgres: applied migration %03d", version)
+        async with self._p().acquire() as conn:
+            await migrate_postgres(conn, self._schema)
 
     # -- writes -------------------------------------------------------------------------
 
     async def create(self, order: Order, first: OrderEvent, *, owned: bool = True) -> None:
         await self._writes.create(order, first, owned)
 
-    async def append(self, transition: Any) -> None:
+    async def append(self, transition: Transition) -> None:
         await self._writes.append(transition)
 
     async def _commit_batch(self, batch: list[Write]) -> None:
@@ -288,7 +247,7 @@ class PostgresStore:
                     await conn.execute("SELECT pg_notify($1, '')", NEW_ORDERS_CHANNEL)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             for write in batch:
-                fail(write, StoreError(f"PostgreSQL write failed: {exc}"))
+                fail(write, StoreUnavailable(f"PostgreSQL write failed: {exc}"))
             return
         for i, write in enumerate(batch):
             error = outcomes[i]
@@ -301,35 +260,13 @@ class PostgresStore:
         self, conn: asyncpg.Connection, appends: list[tuple[int, AppendWrite]]
     ) -> dict[int, Exception | None]:
         events = [w.transition.event for _, w in appends]
-        updates = [w.transition.update for _, w in appends]
-        rows = await conn.fetch(
-            _UPDATE_MANY,
-            [e.order_id for e in events],
-            [e.seq for e in events],
-            [e.status.value for e in events],
-            [_ts(e.ts) for e in events],
-            [u.attempts for u in updates],
-            [u.dex for u in updates],
-            [u.tx_hash for u in updates],
-            [u.executed_price for u in updates],
-            [_dec(u.amount_out) for u in updates],
-            [_dec(u.min_amount_out) for u in updates],
-            [u.error_code for u in updates],
-            [u.error_message for u in updates],
-            self._owner,
-        )
+        ids = [e.order_id for e in events]
+        updates = _arrays([_update_args(w.transition) for _, w in appends])
+        rows = await conn.fetch(_UPDATE_MANY, ids, *updates, self._owner)
         updated = {r["order_id"] for r in rows}
-        written = [e for e in events if e.order_id in updated]
+        written = [ROWS.event_values(e, e.data) for e in events if e.order_id in updated]
         if written:
-            await conn.execute(
-                _INSERT_EVENTS,
-                [e.order_id for e in written],
-                [e.seq for e in written],
-                [e.status.value for e in written],
-                [e.message for e in written],
-                [e.data for e in written],
-                [_ts(e.ts) for e in written],
-            )
+            await conn.execute(_INSERT_EVENTS, *_arrays(written))
         return {
             i: None if e.order_id in updated else SeqConflict(e.order_id, e.seq)
             for (i, _), e in zip(appends, events, strict=True)
@@ -338,55 +275,23 @@ class PostgresStore:
     async def _apply(self, conn: asyncpg.Connection, write: Write) -> Exception | None:
         if isinstance(write, CreateWrite):
             o, e = write.order, write.first
+            owner = self._owner if write.owned else None
             inserted = await conn.fetchval(
-                _INSERT_ORDER,
-                o.order_id,
-                o.token_in,
-                o.token_out,
-                Decimal(o.amount),
-                o.status.value,
-                o.last_seq,
-                o.attempts,
-                o.slippage_bps,
-                o.dex,
-                o.executed_price,
-                o.tx_hash,
-                _dec(o.amount_out),
-                _dec(o.min_amount_out),
-                o.error_code,
-                o.error_message,
-                o.client_order_id,
-                o.idempotency_key,
-                o.request_hash,
-                _ts(o.created_at),
-                _ts(o.updated_at),
-                o.client_id,
-                self._owner if write.owned else None,
-                self._lease_s,
+                _INSERT_ORDER, *ROWS.order_values(o), owner, self._lease_s
             )
             if inserted is None:
                 existing = await self._existing(conn, o)
-                return DuplicateOrder(existing) if existing else StoreError("insert refused")
+                if existing is None:  # its key was freed since: nothing to point the caller to
+                    return StoreConflict(
+                        f"order {o.order_id} refused, no stored order holds its keys"
+                    )
+                return DuplicateOrder(existing)
             await self._insert_event(conn, e)
             return None
         assert isinstance(write, AppendWrite)
-        e, u = write.transition.event, write.transition.update
+        e = write.transition.event
         updated = await conn.fetchval(
-            _UPDATE_ORDER,
-            e.status.value,
-            e.seq,
-            _ts(e.ts),
-            u.attempts,
-            u.dex,
-            u.tx_hash,
-            u.executed_price,
-            _dec(u.amount_out),
-            _dec(u.min_amount_out),
-            u.error_code,
-            u.error_message,
-            e.order_id,
-            e.seq - 1,
-            self._owner,
+            _UPDATE_ORDER, *_update_args(write.transition), e.order_id, e.seq - 1, self._owner
         )
         if updated is None:
             return SeqConflict(e.order_id, e.seq)
@@ -395,14 +300,12 @@ class PostgresStore:
 
     @staticmethod
     async def _insert_event(conn: asyncpg.Connection, e: OrderEvent) -> None:
-        await conn.execute(
-            _INSERT_EVENT, e.order_id, e.seq, e.status.value, e.message, e.data, _ts(e.ts)
-        )
+        await conn.execute(_INSERT_EVENT, *ROWS.event_values(e, e.data))
 
     @staticmethod
     async def _existing(conn: asyncpg.Connection, order: Order) -> Order | None:
         row = await conn.fetchrow(
-            f"SELECT {_READ_COLUMNS} FROM orders WHERE order_id = $1"
+            f"SELECT {_READ} FROM orders WHERE order_id = $1"
             " OR (idempotency_key IS NOT NULL AND idempotency_key = $2)"
             " OR (client_order_id IS NOT NULL AND client_order_id = $3"
             " AND coalesce(client_id, '') = coalesce($4, '')) LIMIT 1",
@@ -411,7 +314,7 @@ class PostgresStore:
             order.client_order_id,
             order.client_id,
         )
-        return None if row is None else _order_from_record(row)
+        return None if row is None else ROWS.order(row)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -419,24 +322,20 @@ class PostgresStore:
         try:
             rows: list[asyncpg.Record] = await self._p().fetch(sql, *args)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreError(f"PostgreSQL read failed: {exc}") from exc
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
         return rows
 
     async def get(self, order_id: str) -> Order | None:
-        rows = await self._fetch(
-            f"SELECT {_READ_COLUMNS} FROM orders WHERE order_id = $1", order_id
-        )
-        return _order_from_record(rows[0]) if rows else None
+        rows = await self._fetch(f"SELECT {_READ} FROM orders WHERE order_id = $1", order_id)
+        return ROWS.order(rows[0]) if rows else None
 
     async def by_idempotency_key(self, key: str) -> Order | None:
-        rows = await self._fetch(
-            f"SELECT {_READ_COLUMNS} FROM orders WHERE idempotency_key = $1", key
-        )
-        return _order_from_record(rows[0]) if rows else None
+        rows = await self._fetch(f"SELECT {_READ} FROM orders WHERE idempotency_key = $1", key)
+        return ROWS.order(rows[0]) if rows else None
 
     async def events(self, order_id: str, after: int = 0) -> list[OrderEvent]:
         rows = await self._fetch(
-            "SELECT order_id, seq, status, message, payload, created_at FROM order_events"
+            f"SELECT {EVENT_COLUMNS} FROM order_events"
             " WHERE order_id = $1 AND seq > $2 ORDER BY seq",
             order_id,
             after,
@@ -468,11 +367,11 @@ class PostgresStore:
             at, order_id = query.before
             where.append(f"(created_at, order_id) < ({arg(_ts(at))}, {arg(order_id)})")
         rows = await self._fetch(
-            f"SELECT {_READ_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
+            f"SELECT {_READ} FROM orders WHERE {' AND '.join(where)}"
             f" ORDER BY created_at DESC, order_id DESC LIMIT {arg(query.limit)}",
             *params,
         )
-        return [_order_from_record(r) for r in rows]
+        return [ROWS.order(r) for r in rows]
 
     async def last_seqs(self, order_ids: list[str]) -> dict[str, int]:
         rows = await self._fetch(
@@ -482,10 +381,9 @@ class PostgresStore:
 
     async def unfinished(self) -> list[Order]:
         rows = await self._fetch(
-            f"SELECT {_READ_COLUMNS} FROM orders"
-            " WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_at"
+            f"SELECT {_READ} FROM orders WHERE {UNFINISHED} ORDER BY created_at"
         )
-        return [_order_from_record(r) for r in rows]
+        return [ROWS.order(r) for r in rows]
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1")
@@ -496,7 +394,7 @@ class PostgresStore:
         if limit <= 0:
             return []
         rows = await self._fetch(_CLAIM, self._owner, self._lease_s, limit, own_too)
-        return sorted((_order_from_record(r) for r in rows), key=lambda o: o.created_at)
+        return sorted((ROWS.order(r) for r in rows), key=lambda o: o.created_at)
 
     async def forget_idempotency_key(self, key: str) -> None:
         await self._count(
@@ -511,7 +409,7 @@ class PostgresStore:
         return await self._count(
             "UPDATE orders SET lease_until = now() + make_interval(secs => $2)"
             " WHERE order_id IN (SELECT order_id FROM orders WHERE owner = $1"
-            f" AND order_id = ANY($3::text[]) AND {_UNFINISHED} FOR UPDATE SKIP LOCKED)",
+            f" AND order_id = ANY($3::text[]) AND {UNFINISHED} FOR UPDATE SKIP LOCKED)",
             self._owner,
             self._lease_s,
             order_ids,
@@ -519,8 +417,7 @@ class PostgresStore:
 
     async def release(self) -> int:
         return await self._count(
-            "UPDATE orders SET owner = NULL, lease_until = NULL"
-            f" WHERE owner = $1 AND {_UNFINISHED}",
+            f"UPDATE orders SET owner = NULL, lease_until = NULL WHERE owner = $1 AND {UNFINISHED}",
             self._owner,
         )
 
@@ -528,5 +425,5 @@ class PostgresStore:
         try:
             status: str = await self._p().execute(sql, *args)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreError(f"PostgreSQL write failed: {exc}") from exc
+            raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         return int(status.rsplit(" ", 1)[-1])  # "UPDATE <n>"

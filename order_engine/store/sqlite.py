@@ -16,7 +16,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,8 +24,14 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from order_engine.orders import Order, OrderEvent, Status, Transition
-from order_engine.store.base import DuplicateOrder, OrderQuery, SeqConflict, StoreError
+from order_engine.orders import Order, OrderEvent, Transition
+from order_engine.store.base import (
+    DuplicateOrder,
+    OrderQuery,
+    SeqConflict,
+    StoreConflict,
+    StoreUnavailable,
+)
 from order_engine.store.group_commit import (
     AppendWrite,
     CreateWrite,
@@ -34,173 +40,61 @@ from order_engine.store.group_commit import (
     fail,
     succeed,
 )
-from order_engine.store.migrations import load_migrations
+from order_engine.store.migrations import migrate_sqlite
+from order_engine.store.rows import (
+    EVENT_COLUMNS,
+    ORDER_COLUMNS,
+    READ_COLUMNS,
+    UNFINISHED,
+    UPDATE_COLUMNS,
+    Dialect,
+    OrderRows,
+)
 
 log = logging.getLogger(__name__)
 
-_ORDER_COLUMNS = (
-    "order_id, token_in, token_out, amount, status, last_seq, attempts, slippage_bps, dex,"
-    " executed_price, tx_hash, amount_out, min_amount_out, error_code, error_message,"
-    " client_order_id, idempotency_key, request_hash, created_at, updated_at, client_id"
-)
-_READ_COLUMNS = f"{_ORDER_COLUMNS}, owner"
+# SPL amounts are u64, past SQLite's signed INTEGER: they are kept as decimal text.
+ROWS = OrderRows(Dialect(u64_to_db=str, u64_from_db=int, time_to_db=float, time_from_db=float))
+_READ = ", ".join(READ_COLUMNS)
 _INSERT_ORDER = (
-    f"INSERT INTO orders ({_ORDER_COLUMNS}, owner, lease_until) VALUES ({', '.join('?' * 23)})"
+    f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}, owner, lease_until)"
+    f" VALUES ({', '.join('?' * (len(ORDER_COLUMNS) + 2))})"
 )
-_INSERT_EVENT = (
-    "INSERT INTO order_events (order_id, seq, status, message, payload, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
+_INSERT_EVENT = f"INSERT INTO order_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 # The WHERE clause is the fence: the update matches only if this event is the next one and
 # this replica owns the order.
-_UPDATE_ORDER = """
-UPDATE orders SET
-    status = ?, last_seq = ?, updated_at = ?,
-    attempts = coalesce(?, attempts),
-    dex = coalesce(?, dex),
-    tx_hash = coalesce(?, tx_hash),
-    executed_price = coalesce(?, executed_price),
-    amount_out = coalesce(?, amount_out),
-    min_amount_out = coalesce(?, min_amount_out),
-    error_code = coalesce(?, error_code),
-    error_message = coalesce(?, error_message)
-WHERE order_id = ? AND last_seq = ? AND owner = ?
-"""
-_UNFINISHED = "status NOT IN ('confirmed', 'failed')"
+_UPDATE_ORDER = (
+    "UPDATE orders SET status = ?, last_seq = ?, updated_at = ?, "
+    + ", ".join(f"{c} = coalesce(?, {c})" for c in UPDATE_COLUMNS)
+    + " WHERE order_id = ? AND last_seq = ? AND owner = ?"
+)
 # A SQLite file has one process: an order leased to any other id was left by a dead one.
 _CLAIM = f"""
 UPDATE orders SET owner = :owner, lease_until = :until
 WHERE order_id IN (
     SELECT order_id FROM orders
-    WHERE {_UNFINISHED} AND (owner IS NULL OR owner != :owner OR :own_too)
+    WHERE {UNFINISHED} AND (owner IS NULL OR owner != :owner OR :own_too)
     ORDER BY created_at LIMIT :limit
 )
-RETURNING {_READ_COLUMNS}
+RETURNING {_READ}
 """
 
 
-def _opt_str(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _opt_int(value: str | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def order_row(order: Order) -> tuple[Any, ...]:
-    return (
-        order.order_id,
-        order.token_in,
-        order.token_out,
-        str(order.amount),
-        order.status.value,
-        order.last_seq,
-        order.attempts,
-        order.slippage_bps,
-        order.dex,
-        order.executed_price,
-        order.tx_hash,
-        _opt_str(order.amount_out),
-        _opt_str(order.min_amount_out),
-        order.error_code,
-        order.error_message,
-        order.client_order_id,
-        order.idempotency_key,
-        order.request_hash,
-        order.created_at,
-        order.updated_at,
-        order.client_id,
-    )
-
-
-def order_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Order:
-    (
-        order_id,
-        token_in,
-        token_out,
-        amount,
-        status,
-        last_seq,
-        attempts,
-        slippage_bps,
-        dex,
-        executed_price,
-        tx_hash,
-        amount_out,
-        min_amount_out,
-        error_code,
-        error_message,
-        client_order_id,
-        idempotency_key,
-        request_hash,
-        created_at,
-        updated_at,
-        client_id,
-        owner,
-    ) = tuple(row)
-    return Order(
-        order_id=order_id,
-        token_in=token_in,
-        token_out=token_out,
-        amount=int(amount),
-        slippage_bps=slippage_bps,
-        status=Status(status),
-        last_seq=last_seq,
-        attempts=attempts,
-        created_at=created_at,
-        updated_at=updated_at,
-        client_order_id=client_order_id,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        dex=dex,
-        tx_hash=tx_hash,
-        executed_price=executed_price,
-        amount_out=_opt_int(amount_out),
-        min_amount_out=_opt_int(min_amount_out),
-        error_code=error_code,
-        error_message=error_message,
-        client_id=client_id,
-        owner=owner,
-    )
-
-
 def event_row(event: OrderEvent) -> tuple[Any, ...]:
-    return (
-        event.order_id,
-        event.seq,
-        event.status.value,
-        event.message,
-        orjson.dumps(event.data).decode(),
-        event.ts,
-    )
+    return ROWS.event_values(event, orjson.dumps(event.data).decode())
 
 
-def event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> OrderEvent:
-    order_id, seq, status, message, payload, created_at = tuple(row)
-    return OrderEvent(
-        order_id=order_id,
-        seq=seq,
-        status=Status(status),
-        message=message,
-        ts=created_at,
-        data=orjson.loads(payload),
-    )
+def event_from_row(row: Sequence[Any]) -> OrderEvent:
+    return ROWS.event(row, orjson.loads(row[4]))
 
 
 def update_row(t: Transition, owner: str) -> tuple[Any, ...]:
-    e, u = t.event, t.update
+    e = t.event
     return (
         e.status.value,
         e.seq,
         e.ts,
-        u.attempts,
-        u.dex,
-        u.tx_hash,
-        u.executed_price,
-        _opt_str(u.amount_out),
-        _opt_str(u.min_amount_out),
-        u.error_code,
-        u.error_message,
+        *ROWS.update_values(t.update),
         e.order_id,
         e.seq - 1,
         owner,
@@ -281,7 +175,7 @@ class SQLiteStore:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
-        _migrate(conn)
+        migrate_sqlite(conn)
         self._writer = conn
 
     # -- writes -------------------------------------------------------------------------
@@ -298,7 +192,7 @@ class SQLiteStore:
             outcomes = await self._on_writer(lambda: self._commit_sync(rows))
         except sqlite3.Error as exc:
             for write in batch:
-                fail(write, StoreError(f"sqlite write failed: {exc}"))
+                fail(write, StoreUnavailable(f"sqlite write failed: {exc}"))
             return
         for write, outcome in zip(batch, outcomes, strict=True):
             if outcome is None:
@@ -306,7 +200,7 @@ class SQLiteStore:
             elif outcome is _RULE_BROKEN:
                 fail(write, await self._rule_error(write))
             else:
-                fail(write, StoreError(f"sqlite write failed: {outcome}"))
+                fail(write, StoreUnavailable(f"sqlite write failed: {outcome}"))
 
     def _write_rows(self, write: Write) -> _Rows:
         if isinstance(write, CreateWrite):
@@ -364,8 +258,8 @@ class SQLiteStore:
 
     def _create_row(self, write: CreateWrite) -> tuple[Any, ...]:
         if not write.owned:
-            return (*order_row(write.order), None, None)
-        return (*order_row(write.order), self._owner, self._clock() + self._lease_s)
+            return (*ROWS.order_values(write.order), None, None)
+        return (*ROWS.order_values(write.order), self._owner, self._clock() + self._lease_s)
 
     # -- leases -------------------------------------------------------------------------
     # Lease changes are writes: they run on the writer's thread, between batches.
@@ -373,7 +267,7 @@ class SQLiteStore:
     async def _write(self, sql: str, params: Any) -> list[Any]:
         """One statement on the writer's connection, its rows (RETURNING) fetched."""
         if self._writer is None or self._closed:
-            raise StoreError("store is closed")
+            raise StoreUnavailable("store is closed")
         conn = self._writer
 
         def run() -> list[Any]:
@@ -382,16 +276,16 @@ class SQLiteStore:
         try:
             return await self._on_writer(run)
         except sqlite3.Error as exc:
-            raise StoreError(f"sqlite write failed: {exc}") from exc
+            raise StoreUnavailable(f"sqlite write failed: {exc}") from exc
 
     async def _changed(self, sql: str, params: Any) -> int:
         if self._writer is None or self._closed:
-            raise StoreError("store is closed")
+            raise StoreUnavailable("store is closed")
         conn = self._writer
         try:
             return await self._on_writer(lambda: conn.execute(sql, params).rowcount)
         except sqlite3.Error as exc:
-            raise StoreError(f"sqlite write failed: {exc}") from exc
+            raise StoreUnavailable(f"sqlite write failed: {exc}") from exc
 
     async def claim(self, limit: int, *, own_too: bool = False) -> list[Order]:
         if limit <= 0:
@@ -403,7 +297,7 @@ class SQLiteStore:
             "limit": limit,
         }
         rows = await self._write(_CLAIM, params)
-        return sorted((order_from_row(r) for r in rows), key=lambda o: o.created_at)
+        return sorted((ROWS.order(r) for r in rows), key=lambda o: o.created_at)
 
     async def forget_idempotency_key(self, key: str) -> None:
         await self._changed(
@@ -416,7 +310,7 @@ class SQLiteStore:
 
     async def release(self) -> int:
         return await self._changed(
-            f"UPDATE orders SET owner = NULL, lease_until = NULL WHERE owner = ? AND {_UNFINISHED}",
+            f"UPDATE orders SET owner = NULL, lease_until = NULL WHERE owner = ? AND {UNFINISHED}",
             (self._owner,),
         )
 
@@ -430,47 +324,39 @@ class SQLiteStore:
             existing = await self.by_idempotency_key(order.idempotency_key)
         if existing is None and order.client_order_id is not None:
             existing = await self._by_client_order_id(order.client_id, order.client_order_id)
-        if existing is None:  # pragma: no cover - an integrity error has a culprit
-            return StoreError(f"order {order.order_id} could not be created")
+        if existing is None:  # its key was freed since, or a constraint no order explains
+            return StoreConflict(f"order {order.order_id} refused, no stored order holds its keys")
         return DuplicateOrder(existing)
 
     # -- reads --------------------------------------------------------------------------
 
     async def _read(self, sql: str, params: Any = ()) -> list[Any]:
         if self._reader is None or self._closed:
-            raise StoreError("store is closed")
+            raise StoreUnavailable("store is closed")
         try:
             return list(await self._reader.execute_fetchall(sql, params))
         except (sqlite3.Error, ValueError) as exc:
-            raise StoreError(f"sqlite read failed: {exc}") from exc
+            raise StoreUnavailable(f"sqlite read failed: {exc}") from exc
+
+    async def _one(self, where: str, params: Any) -> Order | None:
+        found = await self._read(f"SELECT {_READ} FROM orders WHERE {where}", params)
+        return ROWS.order(found[0]) if found else None
 
     async def get(self, order_id: str) -> Order | None:
-        sql = f"SELECT {_READ_COLUMNS} FROM orders WHERE order_id = ?"
-        found = await self._read(sql, (order_id,))
-        row = next(iter(found), None)
-        return None if row is None else order_from_row(row)
+        return await self._one("order_id = ?", (order_id,))
 
     async def by_idempotency_key(self, key: str) -> Order | None:
-        sql = f"SELECT {_READ_COLUMNS} FROM orders WHERE idempotency_key = ?"
-        found = await self._read(sql, (key,))
-        row = next(iter(found), None)
-        return None if row is None else order_from_row(row)
+        return await self._one("idempotency_key = ?", (key,))
 
     async def _by_client_order_id(
         self, client_id: str | None, client_order_id: str
     ) -> Order | None:
-        sql = (
-            f"SELECT {_READ_COLUMNS} FROM orders"
-            " WHERE coalesce(client_id, '') = coalesce(?, '') AND client_order_id = ?"
-        )
-        found = await self._read(sql, (client_id, client_order_id))
-        row = next(iter(found), None)
-        return None if row is None else order_from_row(row)
+        where = "coalesce(client_id, '') = coalesce(?, '') AND client_order_id = ?"
+        return await self._one(where, (client_id, client_order_id))
 
     async def events(self, order_id: str, after: int = 0) -> list[OrderEvent]:
         sql = (
-            "SELECT order_id, seq, status, message, payload, created_at FROM order_events"
-            " WHERE order_id = ? AND seq > ? ORDER BY seq"
+            f"SELECT {EVENT_COLUMNS} FROM order_events WHERE order_id = ? AND seq > ? ORDER BY seq"
         )
         rows = await self._read(sql, (order_id, after))
         return [event_from_row(r) for r in rows]
@@ -499,11 +385,11 @@ class SQLiteStore:
             where.append("(created_at, order_id) < (?, ?)")
             params += list(query.before)
         sql = (
-            f"SELECT {_READ_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
+            f"SELECT {_READ} FROM orders WHERE {' AND '.join(where)}"
             " ORDER BY created_at DESC, order_id DESC LIMIT ?"
         )
         rows = await self._read(sql, (*params, query.limit))
-        return [order_from_row(r) for r in rows]
+        return [ROWS.order(r) for r in rows]
 
     async def last_seqs(self, order_ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -518,12 +404,10 @@ class SQLiteStore:
         return found
 
     async def unfinished(self) -> list[Order]:
-        sql = (
-            f"SELECT {_READ_COLUMNS} FROM orders"
-            " WHERE status NOT IN ('confirmed', 'failed') ORDER BY created_at"
+        rows = await self._read(
+            f"SELECT {_READ} FROM orders WHERE {UNFINISHED} ORDER BY created_at"
         )
-        rows = await self._read(sql)
-        return [order_from_row(r) for r in rows]
+        return [ROWS.order(r) for r in rows]
 
     async def ping(self) -> None:
         await self._read("SELECT 1")
@@ -533,30 +417,6 @@ _T = TypeVar("_T")
 # (order row to insert, or None; update row, or None; event row)
 _Rows = tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, tuple[Any, ...]]
 _RULE_BROKEN = object()  # a write's outcome: a seq that is not next, a duplicate key
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations"
-        " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
-    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    for version, sql in load_migrations("sqlite"):
-        if version in applied:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in sql.split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (?, strftime('%s','now'))", (version,)
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        log.info("sqlite: applied migration %03d", version)
 
 
 class _BatchRejected(Exception):

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import pytest
 
 from order_engine.orders import Order, OrderEvent, OrderUpdate, Status, Transition
-from order_engine.store import DuplicateOrder, OrderQuery, SeqConflict, Store, store_from_url
+from order_engine.store import (
+    DuplicateOrder,
+    OrderQuery,
+    SeqConflict,
+    Store,
+    StoreConflict,
+    StoreError,
+    store_from_url,
+)
+from order_engine.store.migrations import load_migrations
+from order_engine.store.rows import READ_COLUMNS
 from order_engine.store.sqlite import SQLiteStore
-from tests.services import postgres_schema
+from tests.services import POSTGRES_URL, postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -187,3 +201,175 @@ async def test_find_filters(store: Store) -> None:
     window = await store.find(OrderQuery(created_from=1001.0, created_to=1003.0))
     assert [o.created_at for o in window] == [1002.0, 1001.0]
     assert await store.find(OrderQuery(client_id="nobody")) == []
+
+
+async def test_last_valid_slot_is_written_and_read_back(store: Store) -> None:
+    order, first = new_order()
+    await store.create(order, first)
+    await store.append(Transition(event(order.order_id, 2, Status.ROUTING)))
+    await store.append(Transition(event(order.order_id, 3, Status.BUILDING)))
+    await store.append(
+        Transition(
+            event(order.order_id, 4, Status.SUBMITTED, lastValidSlot=123),
+            OrderUpdate(tx_hash="sig", last_valid_slot=123),
+        )
+    )
+    stored = await store.get(order.order_id)
+    assert stored is not None
+    assert (stored.tx_hash, stored.last_valid_slot) == ("sig", 123)
+    assert [o.last_valid_slot for o in await store.unfinished()] == [123]
+    assert [o.last_valid_slot for o in await store.claim(10, own_too=True)] == [123]
+    # An event that does not set it leaves it as it is, like every update column.
+    await store.append(Transition(event(order.order_id, 5, Status.ROUTING), OrderUpdate()))
+    stored = await store.get(order.order_id)
+    assert stored is not None and stored.last_valid_slot == 123
+
+
+async def test_last_valid_slot_is_stored_on_create(store: Store) -> None:
+    order, first = new_order()
+    order = replace(order, last_valid_slot=2**40)
+    await store.create(order, first)
+    assert await store.get(order.order_id) == order
+
+
+async def outcome(write: Awaitable[None]) -> str:
+    try:
+        await write
+    except StoreError:
+        return "outage"
+    except StoreConflict:
+        return "conflict"
+    return "written"
+
+
+async def test_a_broken_rule_is_a_conflict_not_an_outage(store: Store) -> None:
+    """An outage handler (`except StoreError`) must never swallow a refused write: the
+    store is up, and retrying the same write cannot succeed."""
+    order, first = new_order(1, key="k-1")
+    await store.create(order, first)
+    late = event(order.order_id, 5, Status.ROUTING)
+    assert await outcome(store.create(*new_order(2, key="k-1"))) == "conflict"
+    assert await outcome(store.append(Transition(late))) == "conflict"
+    assert await outcome(store.append(Transition(event(order.order_id, 2, Status.ROUTING)))) == (
+        "written"
+    )
+
+
+async def test_a_closed_store_is_an_outage(tmp_path: Path) -> None:
+    store = store_from_url(f"sqlite:///{tmp_path}/closed.db")
+    await store.open()
+    order, first = new_order()
+    await store.create(order, first)
+    await store.close()
+    assert await outcome(store.append(Transition(event(order.order_id, 2, Status.ROUTING)))) == (
+        "outage"
+    )
+    with pytest.raises(StoreError):
+        await store.get(order.order_id)
+
+
+# -- the schema --------------------------------------------------------------------------
+
+# A database as migrations 1-4 left it; `run` executes one statement, `at` spells epoch
+# seconds as the dialect stores them.
+Legacy = tuple[str, Callable[[str], Awaitable[None]], Callable[[float], str]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def legacy(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Legacy]:
+    dialect: str = request.param
+    versions = [(v, sql) for v, sql in load_migrations(dialect) if v <= 4]
+    if dialect == "sqlite":
+        conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)"
+        )
+        for version, sql in versions:
+            for statement in sql.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+
+        async def run_sqlite(sql: str) -> None:
+            conn.execute(sql)
+
+        yield f"sqlite:///{tmp_path}/old.db", run_sqlite, str
+        conn.close()
+        return
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(postgres_schema())
+        schema = parse_qs(urlsplit(url).query)["schema"][0]
+        pg = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+        stack.push_async_callback(pg.close)
+        await pg.execute(f'CREATE SCHEMA "{schema}"')
+        await pg.execute(
+            "CREATE TABLE schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for version, sql in versions:
+            await pg.execute(sql)
+            await pg.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+
+        async def run_postgres(sql: str) -> None:
+            await pg.execute(sql)
+
+        yield url, run_postgres, lambda seconds: f"to_timestamp({seconds})"
+
+
+async def test_every_order_field_has_its_column(legacy: Legacy) -> None:
+    """A field added to Order without its migration fails here, by name."""
+    url, _, _ = legacy
+    store = store_from_url(url)
+    await store.open()
+    await store.close()
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(urlsplit(url).path.removeprefix("/"))
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(orders)")}
+        conn.close()
+    else:
+        schema = parse_qs(urlsplit(url).query)["schema"][0]
+        pg = await asyncpg.connect(POSTGRES_URL)
+        rows = await pg.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = $1 AND table_name = 'orders'",
+            schema,
+        )
+        await pg.close()
+        columns = {r["column_name"] for r in rows}
+    assert columns == {*READ_COLUMNS, "lease_until"}
+
+
+async def test_migration_takes_last_valid_slot_from_the_last_submitted_event(
+    legacy: Legacy,
+) -> None:
+    url, run, at = legacy
+    payloads = {
+        # status, then the payload of each submitted event, oldest first
+        "1": ("submitted", ['{"lastValidSlot": 111}', '{"lastValidSlot": 222}']),
+        "2": ("submitted", ['{"txHash": "before slots were recorded"}']),
+        "3": ("submitted", ['{"lastValidSlot": "not a slot"}']),
+        "4": ("confirmed", ['{"lastValidSlot": 444}']),
+        "5": ("routing", ['{"lastValidSlot": 555}']),
+    }
+    for n, (status, sent) in payloads.items():
+        order_id = f"00000000-0000-4000-8000-00000000000{n}"
+        await run(
+            "INSERT INTO orders (order_id, token_in, token_out, amount, status, last_seq,"
+            " slippage_bps, created_at, updated_at) VALUES"
+            f" ('{order_id}', 'SOL', 'USDC', '1', '{status}', {len(sent) + 1}, 50,"
+            f" {at(1000.0 + int(n))}, {at(1000.0)})"
+        )
+        statuses = ["pending", *(["submitted"] * len(sent))]
+        bodies = ["{}", *sent]
+        for seq, (event_status, payload) in enumerate(zip(statuses, bodies, strict=True), 1):
+            await run(
+                "INSERT INTO order_events (order_id, seq, status, message, payload, created_at)"
+                f" VALUES ('{order_id}', {seq}, '{event_status}', '', '{payload}', {at(1000.0)})"
+            )
+    store = store_from_url(url)
+    await store.open()
+    try:
+        slots = {o.order_id[-1]: o.last_valid_slot for o in await store.find(OrderQuery())}
+    finally:
+        await store.close()
+    assert slots == {"1": 222, "2": None, "3": None, "4": None, "5": None}
