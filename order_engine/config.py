@@ -47,7 +47,11 @@ class EngineSettings:
     retry_base_ms: float = 200.0
     retry_max_ms: float = 5_000.0
     quote_timeout_ms: float = 1_000.0
-    # A submitted transaction not landed by then is looked up once more, then retried.
+    # How long one wait for the chain's verdict on a submitted transaction lasts; nothing is
+    # decided when it runs out. A transaction still pending is waited for again (resending
+    # it could execute the order twice) until the chain settles it; one the chain never saw
+    # is looked for again until its blockhash expires, and only then retried with fresh
+    # quotes, while attempts remain.
     confirm_timeout_ms: float = 60_000.0
     # Confirmations are awaited off the workers (pipelined); this caps how many at once.
     max_in_flight: int = 5_000
