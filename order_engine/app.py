@@ -150,6 +150,7 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         connections=services.connections,
         heartbeat=settings.websocket.heartbeat_s,
         send_timeout=settings.websocket.send_timeout_s,
+        first_message_timeout=settings.websocket.first_message_timeout_s,
         max_message_bytes=settings.server.max_body_bytes,
         trust_forwarded_for=settings.limits.trust_forwarded_for,
     )

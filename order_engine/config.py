@@ -119,6 +119,9 @@ class WebSocketSettings:
     heartbeat_s: float = 20.0
     # A client that has not taken a message within this time is disconnected.
     send_timeout_s: float = 10.0
+    # The execute WebSocket waits this long for its order: a client may take time to
+    # compose one, and waiting costs only an idle socket.
+    first_message_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +339,10 @@ def validate(s: Settings) -> None:
     )
     need(s.venues.split_steps >= 2, "venues.split_steps must be at least 2")
     need(s.websocket.send_timeout_s > 0, "websocket.send_timeout_s must be positive")
+    need(
+        s.websocket.first_message_timeout_s > 0,
+        "websocket.first_message_timeout_s must be positive",
+    )
     need(s.orders.idempotency_ttl_s > 0, "orders.idempotency_ttl_s must be positive")
     need(s.limits.requests_per_s >= 0, "limits.requests_per_s must not be negative")
     need(s.limits.burst >= 1, "limits.burst must be at least 1")

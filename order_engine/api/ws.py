@@ -35,6 +35,7 @@ CLOSE_UNKNOWN_ORDER = 4404
 CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION  # 1008: malformed request
 CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY  # 1001: server shutting down
 CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER  # 1013: server cannot serve now
+CLOSE_TIMEOUT_S = 2.0  # a peer that has not answered a close by then is cut off
 
 
 LAGGED = {
@@ -83,6 +84,9 @@ class Connections:
 
     def __init__(self, per_client: int = 0) -> None:
         self._open: dict[web.WebSocketResponse, str] = {}
+        # The upgraded request of each socket: its transport is what a peer that stops
+        # reading is cut off by.
+        self._requests: dict[web.WebSocketResponse, web.BaseRequest] = {}
         self._per_client = per_client
         self._counts: dict[str, int] = {}
 
@@ -106,10 +110,15 @@ class Connections:
         else:
             del self._counts[client]
 
-    def add(self, ws: web.WebSocketResponse, client: str) -> None:
+    def add(
+        self, ws: web.WebSocketResponse, client: str, request: web.BaseRequest | None = None
+    ) -> None:
         self._open[ws] = client
+        if request is not None:
+            self._requests[ws] = request
 
     def discard(self, ws: web.WebSocketResponse) -> None:
+        self._requests.pop(ws, None)
         client = self._open.pop(ws, None)
         if client is not None:
             self.release(client)
@@ -118,23 +127,30 @@ class Connections:
         return len(self._open)
 
     async def close_all(self, code: int, message: bytes) -> None:
-        sockets = list(self._open)
-        await asyncio.gather(*(_close(ws, code, message) for ws in sockets), return_exceptions=True)
+        sockets = [(ws, self._requests.get(ws)) for ws in self._open]
+        await asyncio.gather(
+            *(_close(ws, request, code, message) for ws, request in sockets),
+            return_exceptions=True,
+        )
 
 
-async def _close(ws: web.WebSocketResponse, code: int, message: bytes) -> None:
+async def _close(
+    ws: web.WebSocketResponse, request: web.BaseRequest | None, code: int, message: bytes
+) -> None:
     try:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
             await ws.close(code=code, message=message)
     except TimeoutError:
         # A peer that does not read cannot receive the close frame either.
-        _abort(ws)
+        if request is not None:
+            _abort(request)
 
 
-def _abort(ws: web.WebSocketResponse) -> None:
-    writer = getattr(ws, "_writer", None)
-    transport = getattr(writer, "transport", None)
-    if transport is not None:
+def _abort(request: web.BaseRequest) -> None:
+    """Drop the connection with what is still queued for it: a graceful close would wait
+    for a peer that does not read to take that first, which may be never."""
+    transport = request.transport
+    if transport is not None:  # None: the connection is already gone
         transport.abort()
 
 
@@ -149,6 +165,7 @@ class OrderStreams:
         connections: Connections,
         heartbeat: float,
         send_timeout: float,
+        first_message_timeout: float,
         max_message_bytes: int,
         trust_forwarded_for: bool = False,
         registry: TokenRegistry = REGISTRY,
@@ -163,6 +180,7 @@ class OrderStreams:
         self._connections = connections
         self._heartbeat = heartbeat
         self._send_timeout = send_timeout
+        self._first_message_timeout = first_message_timeout
         self._max_message = max_message_bytes
 
     # -- handlers -----------------------------------------------------------------------
@@ -175,9 +193,9 @@ class OrderStreams:
                 order_id = parse_order_id(request.query.get("orderId"))
                 after = parse_after(request.query.get("after"))
             except ApiError as exc:
-                await self._refuse(ws, exc, CLOSE_POLICY)
+                await self._refuse(ws, request, exc, CLOSE_POLICY)
                 return ws
-            await self._serve(ws, order_id, after, request.get(CLIENT))
+            await self._serve(ws, request, order_id, after, request.get(CLIENT))
         finally:
             self._connections.discard(ws)
         return ws
@@ -188,11 +206,14 @@ class OrderStreams:
         ws = await self._open(request)
         try:
             try:
-                async with asyncio.timeout(self._send_timeout):
+                async with asyncio.timeout(self._first_message_timeout):
                     msg = await ws.receive()
             except TimeoutError:
                 await self._refuse(
-                    ws, ApiError(400, "timeout", "no order received in time"), CLOSE_POLICY
+                    ws,
+                    request,
+                    ApiError(400, "timeout", "no order received in time"),
+                    CLOSE_POLICY,
                 )
                 return ws
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -203,7 +224,7 @@ class OrderStreams:
                 order, _ = await self._submitter.submit(self._parser.parse(body, client_id=client))
             except ApiError as exc:
                 close = CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_POLICY
-                await self._refuse(ws, exc, close)
+                await self._refuse(ws, request, exc, close)
                 return ws
             accepted = {
                 "orderId": order.order_id,
@@ -211,7 +232,7 @@ class OrderStreams:
                 "message": "Order submitted successfully.",
             }
             await self._send(ws, accepted)
-            await self._serve(ws, order.order_id, 0, client)
+            await self._serve(ws, request, order.order_id, 0, client)
         finally:
             self._connections.discard(ws)
         return ws
@@ -225,7 +246,7 @@ class OrderStreams:
             wanted = self._firehose_filter(request)
         except ApiError as exc:
             ws = await self._open(request)
-            await self._refuse(ws, exc, CLOSE_POLICY)
+            await self._refuse(ws, request, exc, CLOSE_POLICY)
             self._connections.discard(ws)
             return ws
         # Subscribed before the handshake completes: nothing published after the client
@@ -241,13 +262,14 @@ class OrderStreams:
                 await asyncio.gather(reader, pump, return_exceptions=True)
                 error = None if pump.cancelled() else pump.exception()
                 if isinstance(error, SlowConsumer):
-                    _abort(ws)
+                    log.info("closing a firehose that does not read")
+                    _abort(request)
                 elif isinstance(error, StoreError):
                     unavailable = ApiError(503, "store_unavailable", "storage is unavailable")
-                    await self._refuse(ws, unavailable, CLOSE_TRY_AGAIN)
+                    await self._refuse(ws, request, unavailable, CLOSE_TRY_AGAIN)
                 elif error is not None and not ws.closed:
                     log.error("firehose failed", exc_info=error)
-                    await _close(ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
+                    await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error")
             finally:
                 self._connections.discard(ws)
         return ws
@@ -306,11 +328,16 @@ class OrderStreams:
         except BaseException:
             self._connections.release(client)
             raise
-        self._connections.add(ws, client)
+        self._connections.add(ws, client, request)
         return ws
 
     async def _serve(
-        self, ws: web.WebSocketResponse, order_id: str, after: int, client: str | None
+        self,
+        ws: web.WebSocketResponse,
+        request: web.BaseRequest,
+        order_id: str,
+        after: int,
+        client: str | None,
     ) -> None:
         """Stream until the terminal event is sent or the client goes away."""
         reader = asyncio.create_task(self._drain_incoming(ws), name=f"ws-read-{order_id}")
@@ -328,19 +355,18 @@ class OrderStreams:
             return
         error = streamer.exception()
         if error is None:
-            await _close(ws, WSCloseCode.OK, b"order finished")
+            await _close(ws, request, WSCloseCode.OK, b"order finished")
         elif isinstance(error, _Refused):
-            await self._refuse(ws, error.api_error, error.close_code)
+            await self._refuse(ws, request, error.api_error, error.close_code)
         elif isinstance(error, SlowConsumer):
             log.info("[%s] closing a WebSocket that does not read", order_id)
-            _abort(ws)
+            _abort(request)
         elif isinstance(error, StoreError):
-            await self._refuse(
-                ws, ApiError(503, "store_unavailable", "storage is unavailable"), CLOSE_TRY_AGAIN
-            )
+            unavailable = ApiError(503, "store_unavailable", "storage is unavailable")
+            await self._refuse(ws, request, unavailable, CLOSE_TRY_AGAIN)
         else:
             log.error("[%s] stream failed", order_id, exc_info=error)
-            await _close(ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
+            await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error")
 
     async def _stream(
         self, ws: web.WebSocketResponse, order_id: str, after: int, client: str | None
@@ -398,10 +424,12 @@ class OrderStreams:
         async for _ in ws:
             pass
 
-    async def _refuse(self, ws: web.WebSocketResponse, error: ApiError, code: int) -> None:
+    async def _refuse(
+        self, ws: web.WebSocketResponse, request: web.BaseRequest, error: ApiError, code: int
+    ) -> None:
         with contextlib.suppress(ConnectionError, SlowConsumer):
             await self._send(ws, error.body())
-        await _close(ws, code, error.code.encode()[:120])
+        await _close(ws, request, code, error.code.encode()[:120])
 
 
 class _Refused(Exception):
