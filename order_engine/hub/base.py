@@ -139,6 +139,7 @@ class Hub(Protocol):
         ...
 
     async def publish(self, event: OrderEvent) -> None:
-        """Called after the event is committed. Never raises: a hub outage must not stop
-        the engine; watchers catch up from the store."""
+        """Called after the event is committed, on the engine's path. Never raises and never
+        waits on a broker: a slow or absent one must not stop or slow the engine; watchers
+        catch up from the store."""
         ...

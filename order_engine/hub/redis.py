@@ -3,9 +3,11 @@
 Every replica publishes its committed events to one channel and listens on it; the listener
 hands each event to this process's watchers. A replica's own events are also dispatched
 locally at once (lower latency, and they still flow when Redis is down); watchers drop the
-duplicates by seq. Redis is never trusted to be complete: while it is unreachable, watchers
-are told every `poll_interval` to re-read the store, and once more after reconnecting; a
-replica whose publish failed broadcasts a "re-sync" as soon as Redis takes it again, so the
+duplicates by seq. Publishing never waits on Redis: events go into a bounded outbox that one
+task sends in pipelined batches, so a slow Redis slows no stage of any order. Redis is never
+trusted to be complete: while it is unreachable, watchers are told every `poll_interval` to
+re-read the store, and once more after reconnecting; a replica that could not publish (Redis
+failing, or the outbox full) broadcasts a "re-sync" as soon as Redis takes it again, so the
 other replicas' watchers re-read the store too. And a replica killed between committing an
 event and publishing it can tell nobody: so every `audit_interval` each process compares
 its watchers' positions with the store's last seqs (one query for all of them) and sends
@@ -36,6 +38,11 @@ log = logging.getLogger("order_engine.hub.redis")
 
 CHANNEL = "order_engine:events"
 PUBLISH_TIMEOUT_S = 1.0
+# Events awaiting Redis; beyond this they are dropped (they are in the store) and announced.
+OUTBOX_SIZE = 10_000
+OUTBOX_BATCH = 256  # published in one round trip
+# How long a stopping hub tries to publish what is still queued.
+FLUSH_TIMEOUT_S = 2.0
 LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
 # Control message: "some of my events never reached you; re-read the store".
 RESYNC = b'{"resync":true}'
@@ -62,6 +69,9 @@ class RedisHub:
         channel: str = CHANNEL,
         last_seqs: LastSeqs | None = None,
         audit_interval: float = 5.0,
+        outbox_size: int = OUTBOX_SIZE,
+        publish_timeout: float = PUBLISH_TIMEOUT_S,
+        flush_timeout: float = FLUSH_TIMEOUT_S,
     ) -> None:
         # Tells this process's own messages apart when Redis echoes them back.
         self._origin = secrets.token_hex(8).encode()
@@ -76,6 +86,13 @@ class RedisHub:
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._announcer: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(outbox_size)
+        self._sender: asyncio.Task[None] | None = None
+        self._sending = 0  # events taken from the outbox, not yet published
+        self._publish_timeout = publish_timeout
+        self._flush_timeout = flush_timeout
+        self._shedding = False  # dropping since the last batch Redis took: warned once
+        self.dropped = 0  # events never published (the store has them; resyncs cover them)
         self.connected = False
 
     async def start(self) -> None:
@@ -89,17 +106,33 @@ class RedisHub:
             retry_on_error=[RedisConnectionError],
         )
         self._listener = asyncio.create_task(self._listen(), name="redis-hub-listener")
+        self._sender = asyncio.create_task(self._send_outbox(), name="redis-hub-outbox")
         if self._last_seqs is not None:
             self._auditor = asyncio.create_task(self._audit(), name="redis-hub-audit")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._announcer, self._auditor):
+        sender, self._sender = self._sender, None  # what is published from now on stays local
+        if sender is not None:
+            await self._flush(sender)
+        for task in (self._listener, self._announcer, self._auditor, sender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self._redis is not None:
             await self._redis.aclose()
+
+    async def _flush(self, sender: asyncio.Task[None]) -> None:
+        if sender.done():
+            return
+        try:
+            async with asyncio.timeout(self._flush_timeout):
+                await self._outbox.join()
+        except TimeoutError:
+            # The other replicas' audits find what their watchers missed in the store.
+            left = self._outbox.qsize() + self._sending
+            self.dropped += left
+            log.warning("redis hub stopping: %d event(s) not published in time", left)
 
     async def wait_connected(self, timeout: float) -> None:
         """For start-up checks and tests: until the subscription is live."""
@@ -114,20 +147,48 @@ class RedisHub:
 
     async def publish(self, event: OrderEvent) -> None:
         self._fanout.dispatch(event)
-        if self._redis is None:
+        if self._sender is None:
             return
         try:
-            # Bounded: a Redis that drops packets must not hold the engine's writes up.
-            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await self._redis.publish(self._channel, encode(self._origin, event))
-        except (RedisError, OSError, TimeoutError) as exc:
-            # The event is committed; the other replicas' watchers will re-read the store
-            # once they hear that something was missed.
-            log.debug("redis publish failed: %s", exc)
-            if self._announcer is None or self._announcer.done():
-                self._announcer = asyncio.create_task(
-                    self._announce_missed(), name="redis-hub-resync"
-                )
+            self._outbox.put_nowait(encode(self._origin, event))
+        except asyncio.QueueFull:
+            if not self._shedding:
+                log.warning("redis outbox full: events are dropped and announced as missed")
+                self._shedding = True
+            self._missed(1)
+
+    def _missed(self, count: int) -> None:
+        """The events are committed; the other replicas' watchers will re-read the store
+        once they hear that something was missed."""
+        self.dropped += count
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.create_task(self._announce_missed(), name="redis-hub-resync")
+
+    async def _send_outbox(self) -> None:
+        assert self._redis is not None
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < OUTBOX_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            self._sending = len(batch)
+            try:
+                # Bounded: a Redis that drops packets must not hold the outbox up forever.
+                async with asyncio.timeout(self._publish_timeout):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for body in batch:
+                            pipe.publish(self._channel, body)
+                        await pipe.execute()
+                self._shedding = False
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.debug("redis publish of %d event(s) failed: %s", len(batch), exc)
+                self._missed(len(batch))
+            except Exception:  # a bug must not stop publishing for good
+                log.exception("redis publish failed unexpectedly")
+                self._missed(len(batch))
+            finally:
+                self._sending = 0
+                for _ in batch:
+                    self._outbox.task_done()
 
     async def _audit(self) -> None:
         assert self._last_seqs is not None
@@ -150,9 +211,10 @@ class RedisHub:
         while True:
             await asyncio.sleep(self._poll_interval)
             try:
-                await self._redis.publish(self._channel, RESYNC)
+                async with asyncio.timeout(self._publish_timeout):
+                    await self._redis.publish(self._channel, RESYNC)
                 return
-            except (RedisError, OSError):
+            except (RedisError, OSError, TimeoutError):
                 continue
 
     async def ping(self) -> None:
