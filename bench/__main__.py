@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.processes import REPO, raise_nofile_limit
+from bench.processes import raise_nofile_limit
 from bench.scenarios import ROWS, SCENARIOS, Context, Plan, services_reachable
+from tests.support.processes import REPO
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 

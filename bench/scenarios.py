@@ -22,14 +22,9 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from bench import procfs
-from bench.processes import (
-    Server,
-    chain_service,
-    engine,
-    floor_app,
-    redis_server,
-    run_load,
-)
+from bench.processes import floor_app, redis_server, run_load
+from tests.support.processes import Process as Server
+from tests.support.processes import chain_service, engine
 
 Row = dict[str, Any]
 

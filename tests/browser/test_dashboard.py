@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
-from tests.integration.test_process import engine_process
-from tests.services import REQUIRE_SERVICES, free_port
+from tests.support.processes import engine_process, free_port
+from tests.support.services import REQUIRE_SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "dashboard.png"

@@ -36,8 +36,8 @@ from tests.chaos.history import (
     stored_order,
     summary,
 )
-from tests.cluster import Process, process, redis_server
-from tests.services import POSTGRES_URL, free_port, postgres_schema
+from tests.support.processes import Process, free_port, launch, redis_server
+from tests.support.services import POSTGRES_URL, postgres_schema
 
 SEED = int(os.environ.get("ORDER_ENGINE_CHAOS_SEED", "20251125"))
 CLIENTS = 8  # client ids in the history: order i belongs to client i % CLIENTS
@@ -112,7 +112,7 @@ class Replica:
         self._process: Process | None = None
 
     async def start(self) -> None:
-        running = process(
+        running = launch(
             [sys.executable, "-m", "order_engine"], "listening on", self.url, self.log, self.env
         )
         self._process = await running.__aenter__()
@@ -140,7 +140,7 @@ def chain_service(tmp_path: Path) -> AbstractAsyncContextManager[Process]:
         sys.executable, "-m", "order_engine.chain", "--port", str(port),
         "--config", str(config), "--profile", "chaos", "--seed", str(SEED),
     ]  # fmt: skip
-    return process(args, "listening on", f"http://127.0.0.1:{port}", tmp_path / "chain.log")
+    return launch(args, "listening on", f"http://127.0.0.1:{port}", tmp_path / "chain.log")
 
 
 # -- the clients -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
-from tests.conftest import post_order, read_until_closed, services
+from tests.support.clients import post_order, read_until_closed, services
 
 JSON = {"Content-Type": "application/json"}
 

@@ -18,7 +18,8 @@ from order_engine.api.ws import Connections
 from order_engine.app import build_app
 from order_engine.config import Settings
 from order_engine.venues import SimulatedMarket
-from tests.conftest import ORDER, make_settings, read_until_closed, services
+from tests.support.clients import read_until_closed, services
+from tests.support.factories import ORDER, make_settings
 
 ALICE, ALICE_ENTRY = new_key("alice")
 BOB, BOB_ENTRY = new_key("bob")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.services import require_postgres, require_redis
+from tests.support.services import require_postgres, require_redis
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = {

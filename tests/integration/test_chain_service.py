@@ -6,7 +6,6 @@ import asyncio
 import re
 import signal
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,8 +28,7 @@ from order_engine.venues.base import (
 from order_engine.venues.remote import ChainServiceUnavailable, RemoteChain, RemoteMarket
 from order_engine.venues.tokens import REGISTRY
 from order_engine.venues.wire import quote_to_json
-from tests.cluster import chain_service
-from tests.services import free_port
+from tests.support.processes import Process, free_port
 
 SOL, USDC, BONK, JUP, RAY, WSOL = (
     REGISTRY.resolve(s) for s in ("SOL", "USDC", "BONK", "JUP", "RAY", "WSOL")
@@ -378,16 +376,18 @@ async def test_an_unreachable_chain_never_guesses_a_status() -> None:
 
 
 async def test_the_service_runs_as_a_process_and_stops_cleanly_on_sigterm(
-    tmp_path: Path,
+    chain_process: Process,
 ) -> None:
-    async with chain_service(tmp_path) as chain:
-        async with aiohttp.ClientSession() as session, session.get(f"{chain.url}/healthz") as r:
-            health = await r.json()
-        assert health["profile"] == "instant"
-        assert health["venues"] == ["Meteora", "Raydium"]
-        chain.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            assert await chain.process.wait() == 0
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{chain_process.url}/healthz") as r,
+    ):
+        health = await r.json()
+    assert health["profile"] == "instant"
+    assert health["venues"] == ["Meteora", "Raydium"]
+    chain_process.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await chain_process.wait() == 0
 
 
 async def test_an_unseen_transaction_may_still_land_until_its_blockhash_expires(

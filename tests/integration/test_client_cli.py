@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
-from tests.integration.test_process import engine_process
-from tests.services import free_port
+from tests.support.processes import engine_process, free_port, run, spawn
 
 
 async def cli(*args: str, url: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "order_engine", *args, "--url", url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ORDER_ENGINE_")},
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    done = await run([sys.executable, "-m", "order_engine", *args, "--url", url], timeout=60)
+    return done.returncode, done.stdout, done.stderr
 
 
 async def test_submit_shows_every_stage_and_exits_0_when_confirmed(tmp_path: Path) -> None:
@@ -54,11 +47,10 @@ async def test_watch_reconnects_across_a_server_restart(tmp_path: Path) -> None:
     port = free_port()
     env = {"ORDER_ENGINE_VENUES_PROFILE": "realistic", "ORDER_ENGINE_SERVER_SHUTDOWN_GRACE_S": "0"}
     url = f"http://127.0.0.1:{port}"
-    async with engine_process(tmp_path, port, **env) as engine:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "order_engine", "submit", "SOL", "USDC", "1", "--url", url,
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+    submit = [sys.executable, "-m", "order_engine", "submit", "SOL", "USDC", "1", "--url", url]
+    async with AsyncExitStack() as stack:
+        engine = await stack.enter_async_context(engine_process(tmp_path, port, **env))
+        process = await stack.enter_async_context(spawn(submit))
         assert process.stdout is not None
         async with asyncio.timeout(20):
             lines = [(await process.stdout.readline()).decode()]
@@ -66,8 +58,8 @@ async def test_watch_reconnects_across_a_server_restart(tmp_path: Path) -> None:
                 lines.append((await process.stdout.readline()).decode())
         engine.process.send_signal(signal.SIGTERM)
         await engine.process.wait()
-    async with engine_process(tmp_path, port, **env):
-        rest, _ = await asyncio.wait_for(process.communicate(), 30)
+        async with engine_process(tmp_path, port, **env):
+            rest, _ = await asyncio.wait_for(process.communicate(), 30)
     lines += rest.decode().splitlines(keepends=True)
     seqs = [int(line.split()[0]) for line in lines[1:]]
     assert seqs == list(range(1, len(seqs) + 1))

@@ -11,7 +11,8 @@ from aiohttp.web import Application
 
 from order_engine.app import build_app
 from order_engine.venues import SimulatedMarket
-from tests.conftest import assert_gap_free, make_settings, post_order, services, watch
+from tests.support.clients import assert_gap_free, post_order, services, watch
+from tests.support.factories import make_settings
 
 
 def statuses(events: list[dict[str, Any]]) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from hypothesis import strategies as st
 
 from order_engine.app import build_app
 from order_engine.venues import SimulatedMarket
-from tests.conftest import ORDER, make_settings, post_order, read_until_closed, services
-from tests.integration.test_process import engine_process
-from tests.services import free_port
+from tests.support.clients import post_order, read_until_closed, services
+from tests.support.factories import ORDER, make_settings
+from tests.support.processes import engine_process, free_port, run
 
 ST_CHECKS = ",".join(
     [
@@ -36,16 +35,14 @@ async def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path)
     port = free_port()
     async with engine_process(tmp_path, port, ORDER_ENGINE_VENUES_PROFILE="instant") as engine:
         st_cli = Path(sys.executable).with_name("st")
-        process = await asyncio.create_subprocess_exec(
-            str(st_cli), "run", f"{engine.url}/api/openapi.json",
-            "--checks", ST_CHECKS, "--max-examples", "40", "--seed", "1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "NO_COLOR": "1"},
+        done = await run(
+            [str(st_cli), "run", f"{engine.url}/api/openapi.json",
+             "--checks", ST_CHECKS, "--max-examples", "40", "--seed", "1"],
+            env={"NO_COLOR": "1"},
+            timeout=240,
         )  # fmt: skip
-        async with asyncio.timeout(240):
-            output, _ = await process.communicate()
-    report = output.decode(errors="replace")
-    assert process.returncode == 0, report
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report
     assert " passed" in report
 
 

@@ -14,8 +14,9 @@ from aiohttp.web import Application
 from order_engine.api.auth import new_key
 from order_engine.app import build_app
 from order_engine.venues import SimulatedMarket
-from tests.conftest import ORDER, make_settings, post_order, watch
 from tests.integration.test_openapi import check, check_message, document
+from tests.support.clients import post_order, watch
+from tests.support.factories import ORDER, make_settings
 
 
 async def page(client: TestClient[Any, Application], **params: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 from order_engine.orders import OrderUpdate, Status, Transition
 from order_engine.store import SeqConflict, Store, store_from_url
 from tests.integration.test_store import event, new_order
-from tests.services import postgres_schema
+from tests.support.services import postgres_schema
 
 OpenStore = Callable[..., Awaitable[Store]]
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
-from tests.conftest import (
+from tests.support.clients import (
     assert_gap_free,
     post_order,
     read_until_closed,

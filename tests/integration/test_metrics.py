@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import post_order, services, watch
+from tests.support.clients import post_order, services, watch
 
 REPO = Path(__file__).resolve().parents[2]
 

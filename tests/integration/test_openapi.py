@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
-from tests.conftest import post_order, services, watch
+from tests.support.clients import post_order, services, watch
 
 
 async def document(client: TestClient[Any, Application]) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from order_engine.api.openapi import openapi_document
-from tests.integration.test_process import engine_process
-from tests.services import REQUIRE_SERVICES, free_port
+from tests.support.processes import engine_process, free_port
+from tests.support.services import REQUIRE_SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "docs" / "order_engine.postman_collection.json"

@@ -3,58 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.conftest import read_until_closed
-from tests.services import free_port
-
-
-@dataclass
-class Engine:
-    process: asyncio.subprocess.Process
-    url: str
-    banner: str
-
-
-@asynccontextmanager
-async def engine_process(tmp_path: Path, port: int, **env: str) -> AsyncIterator[Engine]:
-    environment = {
-        **os.environ,
-        "PORT": str(port),
-        "ORDER_ENGINE_STORE_URL": f"sqlite:///{tmp_path}/orders.db",
-        **env,
-    }
-    log = (tmp_path / f"engine-{port}.log").open("ab")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "order_engine",
-        cwd=tmp_path,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-    )
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(20):
-            banner = (await process.stdout.readline()).decode()
-            banner += (await process.stdout.readline()).decode()
-        assert "listening on" in banner, (tmp_path / f"engine-{port}.log").read_text()
-        yield Engine(process, f"http://127.0.0.1:{port}", banner)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        log.close()
+from tests.support.clients import read_until_closed
+from tests.support.processes import engine_process, free_port, run
 
 
 async def test_banner_names_the_address_and_an_example(tmp_path: Path) -> None:
@@ -110,17 +67,12 @@ async def test_sigterm_is_graceful_and_a_restart_finishes_the_order(tmp_path: Pa
 
 
 async def test_bad_configuration_fails_with_one_line(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "order_engine",
+    done = await run(
+        [sys.executable, "-m", "order_engine"],
         cwd=tmp_path,
-        env={**os.environ, "ORDER_ENGINE_ENGINE_WORKERS": "many"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        env={"ORDER_ENGINE_ENGINE_WORKERS": "many"},
+        timeout=20,
     )
-    async with asyncio.timeout(20):
-        _out, err = await process.communicate()
-    assert process.returncode == 2
-    lines = err.decode().strip().splitlines()
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
     assert lines == ["order-engine: configuration error: engine.workers: 'many' is not a valid int"]

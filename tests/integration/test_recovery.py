@@ -14,7 +14,7 @@ from order_engine.engine import OrderRequest
 from order_engine.orders import TERMINAL, Status
 from order_engine.venues import SimulatedMarket
 from order_engine.venues.tokens import REGISTRY
-from tests.conftest import make_settings
+from tests.support.factories import make_settings
 
 REQUEST = OrderRequest(REGISTRY.resolve("SOL"), REGISTRY.resolve("USDC"), 2_000_000_000, 50)
 

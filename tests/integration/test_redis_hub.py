@@ -13,9 +13,9 @@ from order_engine.hub.base import LocalFanout
 from order_engine.hub.redis import CHANNEL, RedisHub
 from order_engine.orders import OrderEvent, OrderUpdate, Status, Transition
 from order_engine.store import store_from_url
-from tests.cluster import redis_server
 from tests.integration.test_store import new_order
-from tests.services import REDIS_HOST, REDIS_PORT, free_port, require_redis
+from tests.support.processes import free_port, redis_server
+from tests.support.services import REDIS_HOST, REDIS_PORT, require_redis
 
 ORDER = "00000000-0000-4000-8000-000000000001"
 

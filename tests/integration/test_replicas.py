@@ -11,9 +11,9 @@ import pytest
 from order_engine.config import Settings
 from order_engine.orders import TERMINAL, Status
 from order_engine.venues import SimulatedMarket
-from tests.conftest import make_settings
 from tests.integration.test_recovery import REQUEST, history, reach, running
-from tests.services import REDIS_HOST, REDIS_PORT, postgres_schema, require_redis
+from tests.support.factories import make_settings
+from tests.support.services import REDIS_HOST, REDIS_PORT, postgres_schema, require_redis
 
 
 @pytest.fixture

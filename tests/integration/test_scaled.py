@@ -14,8 +14,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.cluster import Process, chain_service, engine, nginx, redis_server
-from tests.services import free_port, postgres_schema
+from tests.support.processes import Process, chain_service, free_port, nginx, redis_server, replica
+from tests.support.services import postgres_schema
 
 ORDER = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1.5}
 
@@ -26,7 +26,7 @@ class Cluster:
     a: Process
     b: Process
     lb: Process
-    redis: asyncio.subprocess.Process
+    redis: Process
     redis_port: int
     store_url: str
     http: aiohttp.ClientSession
@@ -41,8 +41,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         redis = await stack.enter_async_context(redis_server(redis_port, tmp_path))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         chain = await stack.enter_async_context(chain_service(tmp_path))
-        a = await stack.enter_async_context(engine(tmp_path, "a", store_url, chain.url, redis_url))
-        b = await stack.enter_async_context(engine(tmp_path, "b", store_url, chain.url, redis_url))
+        a = await stack.enter_async_context(replica(tmp_path, "a", store_url, chain.url, redis_url))
+        b = await stack.enter_async_context(replica(tmp_path, "b", store_url, chain.url, redis_url))
         lb = await stack.enter_async_context(nginx(tmp_path, [a.url, b.url]))
         http = await stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))

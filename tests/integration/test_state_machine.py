@@ -20,8 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from order_engine.app import SERVICES, build_app
 from order_engine.orders import TRANSITIONS, Status
 from order_engine.venues import PROFILES, SimulatedMarket
-from tests.conftest import ORDER, make_settings
-from tests.services import free_port
+from tests.support.factories import ORDER, make_settings
+from tests.support.processes import free_port
 
 T = TypeVar("T")
 TERMINAL_FOR = {"will_confirm": "confirmed", "will_fail": "failed"}

@@ -1,0 +1,66 @@
+"""The real PostgreSQL and Redis servers the tests talk to, and what a test does when a
+server or program it needs is missing: skip, saying why, or fail under CI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+POSTGRES_URL = os.environ.get(
+    "ORDER_ENGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_HOST = os.environ.get("ORDER_ENGINE_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("ORDER_ENGINE_TEST_REDIS_PORT", "6379"))
+
+# CI sets this: a test that needs PostgreSQL, Redis or a program then fails instead of skipping.
+REQUIRE_SERVICES = os.environ.get("ORDER_ENGINE_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test, saying why; fail it instead when CI makes everything mandatory."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason}; ORDER_ENGINE_REQUIRE_SERVICES=1 makes it mandatory")
+    pytest.skip(reason)
+
+
+def require_server(name: str, host: str, port: int) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return
+    except OSError as exc:
+        unavailable(f"{name} is not reachable on {host}:{port} ({exc})")
+
+
+def require_postgres() -> None:
+    parts = urlsplit(POSTGRES_URL)
+    require_server("PostgreSQL", parts.hostname or "127.0.0.1", parts.port or 5432)
+
+
+def require_redis() -> str:
+    """The shared Redis's URL, once it answers."""
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    """A store URL whose tables live in a fresh schema, dropped afterwards."""
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}schema={schema}"
+    finally:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
