@@ -1,6 +1,8 @@
 """Fixtures for every test; the helpers behind them live in `tests/support/`.
 
 - settings, market, client: a real server on a real port with the instant market.
+- faulty_store, memory_hub, engine: an Engine driven directly, over a real SQLite store
+  whose calls a test can make fail (`faulty_store.faults`, see tests/support/faulty_store.py).
 - chain_process: the chain service as a real process.
 
 A program a launcher needs (nginx, redis-server) that is missing skips the test, saying why,
@@ -19,10 +21,15 @@ from aiohttp.web import Application
 
 from order_engine.app import build_app
 from order_engine.config import Settings
+from order_engine.engine import Engine
+from order_engine.hub import MemoryHub
+from order_engine.store.sqlite import SQLiteStore
 from order_engine.venues import SimulatedMarket
 from order_engine.venues.profiles import PROFILES
 from tests.support.clients import assert_gap_free, post_order, read_until_closed, services, watch
+from tests.support.engines import build_engine
 from tests.support.factories import ORDER, make_settings
+from tests.support.faulty_store import FaultyStore
 from tests.support.processes import MissingProgram, Process, chain_service
 from tests.support.services import unavailable
 
@@ -73,6 +80,46 @@ async def client(
     app = build_app(settings, market=market)
     result: TestClient[Any, Application] = await aiohttp_client(app)
     return result
+
+
+@pytest.fixture
+async def faulty_store(tmp_path: Path) -> AsyncIterator[FaultyStore]:
+    """A real SQLite store (in `tmp_path`) behind a FaultyStore; faults are cleared before
+    it closes, so a test's outage never fails its own teardown."""
+    store = FaultyStore(SQLiteStore(tmp_path / "engine.db", synchronous="NORMAL"))
+    await store.open()
+    try:
+        yield store
+    finally:
+        store.faults.clear()
+        await store.close()
+
+
+@pytest.fixture
+async def memory_hub() -> AsyncIterator[MemoryHub]:
+    hub = MemoryHub()
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
+@pytest.fixture
+async def engine(
+    faulty_store: FaultyStore, memory_hub: MemoryHub, market: SimulatedMarket, settings: Settings
+) -> AsyncIterator[Engine]:
+    """A started Engine over `faulty_store` and `memory_hub`, with the instant market; wait
+    on it with tests.support.engines.reach."""
+    await market.start()
+    started = build_engine(store=faulty_store, hub=memory_hub, market=market, settings=settings)
+    await started.start()
+    try:
+        yield started
+    finally:
+        faulty_store.faults.clear()
+        await started.stop(grace=0)
+        await market.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""An `Engine` driven directly, without HTTP: wired from its parts as `order_engine.app`
+wires it, and waited on through its hub."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+
+from order_engine.config import Settings
+from order_engine.engine import Engine
+from order_engine.hub import Hub
+from order_engine.metrics import Metrics
+from order_engine.orders import Status
+from order_engine.routing import Router
+from order_engine.store import Store
+from order_engine.venues.base import Market
+from order_engine.venues.tokens import REGISTRY
+
+
+def build_engine(*, store: Store, hub: Hub, market: Market, settings: Settings) -> Engine:
+    """One process's engine on its own store: no claims after start-up, as on SQLite."""
+    router = Router(
+        list(market.venues.values()),
+        quote_timeout=settings.engine.quote_timeout_ms / 1000,
+        split_min_gain_bps=settings.venues.split_min_gain_bps,
+        split_steps=settings.venues.split_steps,
+        max_price_impact_bps=settings.orders.max_price_impact_bps,
+    )
+    return Engine(
+        store=store,
+        hub=hub,
+        router=router,
+        chain=market.chain,
+        registry=REGISTRY,
+        settings=settings.engine,
+        lease_s=settings.engine.lease_s,
+        claim_interval=None,
+        metrics=Metrics(),
+    )
+
+
+async def reach(
+    store: Store, hub: Hub, order_id: str, statuses: Collection[Status], timeout: float = 5
+) -> Status:
+    """Wait (on the hub, no polling) until the order's stored status is one of `statuses`."""
+    async with asyncio.timeout(timeout), hub.subscribe(order_id) as sub:
+        order = await store.get(order_id)
+        assert order is not None, order_id
+        status = order.status
+        while status not in statuses:
+            event = await sub.next()
+            if event is None:  # events were dropped: the store says where the order is
+                order = await store.get(order_id)
+                assert order is not None
+                status = order.status
+            else:
+                status = event.status
+        return status
+
+
+async def history(store: Store, order_id: str) -> list[Status]:
+    return [e.status for e in await store.events(order_id)]
