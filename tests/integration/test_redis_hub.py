@@ -9,7 +9,6 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from order_engine.hub.base import LocalFanout
 from order_engine.hub.redis import CHANNEL, RedisHub
 from order_engine.orders import OrderEvent, OrderUpdate, Status, Transition
 from order_engine.store import store_from_url
@@ -123,11 +122,3 @@ async def test_a_watcher_behind_the_store_is_sent_back_to_it(tmp_path: Path) -> 
     finally:
         await h.stop()
         await store.close()
-
-
-async def test_only_watchers_behind_are_told() -> None:
-    fanout = LocalFanout()
-    async with fanout.subscribe("a") as behind, fanout.subscribe("a") as ahead:
-        behind.position, ahead.position = 1, 3
-        assert fanout.resync_behind({"a": 3, "b": 7}) == 1
-        assert (behind.lagged, ahead.lagged) == (True, False)
