@@ -26,24 +26,11 @@ from order_engine.hub import MemoryHub
 from order_engine.store.sqlite import SQLiteStore
 from order_engine.venues import SimulatedMarket
 from order_engine.venues.profiles import PROFILES
-from tests.support.clients import assert_gap_free, post_order, read_until_closed, services, watch
 from tests.support.engines import build_engine
-from tests.support.factories import ORDER, make_settings
+from tests.support.factories import make_settings
 from tests.support.faulty_store import FaultyStore
 from tests.support.processes import MissingProgram, Process, chain_service
 from tests.support.services import unavailable
-
-# The helpers' old home: the store tests still import them from here until they move to
-# tests.support; nothing else may.
-__all__ = [
-    "ORDER",
-    "assert_gap_free",
-    "make_settings",
-    "post_order",
-    "read_until_closed",
-    "services",
-    "watch",
-]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -26,7 +26,7 @@ from order_engine.store import (
 from order_engine.store.migrations import load_migrations
 from order_engine.store.rows import READ_COLUMNS
 from order_engine.store.sqlite import SQLiteStore
-from tests.services import POSTGRES_URL, postgres_schema
+from tests.support.services import POSTGRES_URL, postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

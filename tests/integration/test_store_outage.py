@@ -27,10 +27,11 @@ from order_engine.store import (
     store_from_url,
 )
 from order_engine.venues import SimulatedMarket
-from tests.conftest import assert_gap_free, make_settings, post_order, services, watch
 from tests.integration.test_store import event, new_order
-from tests.proxy import TcpProxy
-from tests.services import REDIS_HOST, REDIS_PORT, postgres_schema, require_redis
+from tests.support.clients import assert_gap_free, post_order, services, watch
+from tests.support.factories import make_settings
+from tests.support.proxy import TcpProxy
+from tests.support.services import REDIS_HOST, REDIS_PORT, postgres_schema, require_redis
 
 
 @contextmanager
