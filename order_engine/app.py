@@ -110,7 +110,8 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
     connections = Connections(per_client=settings.limits.websockets_per_client)
     metrics.watch(
         queue_depth=lambda: engine.queue_depth,
-        in_flight=lambda: engine.held,
+        held_orders=lambda: engine.held,
+        transactions_in_flight=lambda: engine.transactions_in_flight,
         websockets=lambda: len(connections),
     )
     return Services(settings, store, hub, market, engine, connections, metrics)

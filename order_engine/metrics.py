@@ -63,9 +63,14 @@ class Metrics:
         self.queue_depth = Gauge(
             "order_engine_queue_depth", "Orders waiting for a worker", registry=r
         )
-        self.in_flight = Gauge(
-            "order_engine_in_flight_orders",
+        self.held_orders = Gauge(
+            "order_engine_held_orders",
             "Orders this process holds (queued, being worked on, awaiting confirmation)",
+            registry=r,
+        )
+        self.transactions_in_flight = Gauge(
+            "order_engine_transactions_in_flight",
+            "Transactions being built or sent whose fate the chain has not told yet",
             registry=r,
         )
         self.websockets = Gauge(
@@ -76,12 +81,14 @@ class Metrics:
         self,
         *,
         queue_depth: Callable[[], float],
-        in_flight: Callable[[], float],
+        held_orders: Callable[[], float],
+        transactions_in_flight: Callable[[], float],
         websockets: Callable[[], float],
     ) -> None:
         """Gauges read at scrape time: nothing to keep in step on the hot path."""
         self.queue_depth.set_function(queue_depth)
-        self.in_flight.set_function(in_flight)
+        self.held_orders.set_function(held_orders)
+        self.transactions_in_flight.set_function(transactions_in_flight)
         self.websockets.set_function(websockets)
 
     def exposition(self) -> bytes:

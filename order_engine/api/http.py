@@ -40,23 +40,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(ApiError(exc.status, code, exc.reason, headers=headers))
-    except StoreUnavailable as exc:
-        log.warning("store unavailable: %s", exc)
-        return error_response(
-            ApiError(
-                503,
-                "store_unavailable",
-                "storage is unavailable, retry shortly",
-                headers={"Retry-After": "2"},
-            )
-        )
-    except StoreConflict as exc:
+    except (StoreUnavailable, StoreConflict) as exc:
+        return error_response(store_refusal(exc))
+
+
+def store_refusal(exc: StoreUnavailable | StoreConflict) -> ApiError:
+    """What a client is told when the store could not take its request."""
+    if isinstance(exc, StoreConflict):
         # The store is up and refused a write the handler did not expect to clash (a key
         # freed and taken again meanwhile): the client may retry, but it is no outage.
         log.warning("store conflict: %s", exc)
-        return error_response(
-            ApiError(409, "conflict", "the request conflicted with a concurrent change, retry")
-        )
+        return ApiError(409, "conflict", "the request conflicted with a concurrent change, retry")
+    log.warning("store unavailable: %s", exc)
+    return ApiError(
+        503,
+        "store_unavailable",
+        "storage is unavailable, retry shortly",
+        headers={"Retry-After": "2"},
+    )
 
 
 def order_json(order: Order, registry: TokenRegistry) -> dict[str, Any]:
@@ -107,21 +108,21 @@ class OrderSubmitter:
         self._store = store
         self._ttl = idempotency_ttl_s
         self._clock = clock
-        self._in_flight: set[str] = set()
+        self._answering: set[str] = set()
 
     async def submit(self, request: OrderRequest) -> tuple[Order, bool]:
         """Returns (order, created): created is False for an idempotent replay."""
         key = request.idempotency_key
         if key is None:
             return await self._create(request), True
-        if key in self._in_flight:
+        if key in self._answering:
             raise ApiError(
                 409,
                 "idempotency_key_in_use",
                 "a request with this Idempotency-Key is still in progress",
                 "Idempotency-Key",
             )
-        self._in_flight.add(key)
+        self._answering.add(key)
         try:
             existing = await self._store.by_idempotency_key(key)
             if existing is not None and existing.created_at < self._clock() - self._ttl:
@@ -144,7 +145,7 @@ class OrderSubmitter:
                 )
             return existing, False
         finally:
-            self._in_flight.discard(key)
+            self._answering.discard(key)
 
     async def _create(self, request: OrderRequest) -> Order:
         try:

@@ -20,13 +20,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError
 from order_engine.api.history import parse_history_query
-from order_engine.api.http import OrderSubmitter
+from order_engine.api.http import OrderSubmitter, store_refusal
 from order_engine.api.ratelimit import client_key
 from order_engine.api.validation import OrderParser, parse_after, parse_json, parse_order_id
 from order_engine.hub import Hub
 from order_engine.hub.base import Subscription
 from order_engine.orders import OrderEvent, Status
-from order_engine.store import Store, StoreError
+from order_engine.store import Store, StoreConflict, StoreError, StoreUnavailable
 from order_engine.venues.tokens import REGISTRY, TokenRegistry
 
 log = logging.getLogger("order_engine.ws")
@@ -221,7 +221,12 @@ class OrderStreams:
             try:
                 body = parse_json(msg.data)
                 client = request.get(CLIENT)
-                order, _ = await self._submitter.submit(self._parser.parse(body, client_id=client))
+                try:
+                    order, _ = await self._submitter.submit(
+                        self._parser.parse(body, client_id=client)
+                    )
+                except (StoreUnavailable, StoreConflict) as exc:
+                    raise store_refusal(exc) from None
             except ApiError as exc:
                 close = CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_POLICY
                 await self._refuse(ws, request, exc, close)

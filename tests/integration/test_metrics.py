@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -45,16 +46,22 @@ async def test_metrics_count_orders_stages_venues_and_batches(
     assert m[("order_engine_quote_spread_bps_count", ())] == 6
     assert m[("order_engine_store_batch_size_sum", ())] >= 4 * 5  # every event was written
     assert m[("order_engine_queue_depth", ())] == 0
-    assert m[("order_engine_in_flight_orders", ())] == 0
+    assert m[("order_engine_held_orders", ())] == 0
+    assert m[("order_engine_transactions_in_flight", ())] == 0
 
 
 async def test_open_websockets_are_counted(client: TestClient[Any, Application]) -> None:
     services(client).market.chain.hold()
     order_id = await post_order(client)
-    async with client.ws_connect(f"/api/order/status?orderId={order_id}"):
+    async with client.ws_connect(f"/api/order/status?orderId={order_id}") as ws:
+        async with asyncio.timeout(5):
+            while (await ws.receive_json())["status"] != "submitted":
+                pass
         m = await scrape(client)
         assert m[("order_engine_websocket_connections", ())] == 1
-        assert m[("order_engine_in_flight_orders", ())] == 1
+        assert m[("order_engine_held_orders", ())] == 1
+        # Sent, and held by the chain: its transaction is in flight.
+        assert m[("order_engine_transactions_in_flight", ())] == 1
     services(client).market.chain.release()
 
 

@@ -12,11 +12,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
 from order_engine.api.http import error_middleware
+from order_engine.api.ws import CLOSE_TRY_AGAIN
 from order_engine.app import build_app
 from order_engine.orders import OrderUpdate, Status, Transition
 from order_engine.store import (
@@ -92,6 +93,19 @@ async def test_readiness_and_orders_follow_the_database(
     order_id = await post_order(pg_client)
     events = await watch(pg_client, order_id)
     assert events[-1]["status"] == "confirmed"
+
+
+async def test_an_order_over_the_execute_websocket_is_refused_with_a_reason_in_an_outage(
+    pg_client: TestClient[Any, Application], proxy: TcpProxy
+) -> None:
+    proxy.cut()
+    async with pg_client.ws_connect("/api/orders/execute") as ws:
+        await ws.send_json({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1})
+        reply = await ws.receive_json(timeout=10)
+        assert reply["error"]["code"] == "store_unavailable"
+        closing = await ws.receive(timeout=10)
+        assert closing.type is WSMsgType.CLOSE
+        assert closing.data == CLOSE_TRY_AGAIN
 
 
 async def test_an_order_in_flight_during_the_outage_finishes_after_it(
