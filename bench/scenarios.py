@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,10 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
-
 from bench import procfs
 from bench.processes import floor_app, redis_server, run_load
+from tests.support.databases import fresh_schema
 from tests.support.processes import Process as Server
 from tests.support.processes import chain_service, engine
 
@@ -230,26 +228,11 @@ def services_reachable(postgres_url: str) -> str | None:
     return None
 
 
-@asynccontextmanager
-async def postgres_schema(postgres_url: str) -> AsyncIterator[str]:
-    """A store URL whose tables live in a fresh schema, dropped afterwards."""
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    sep = "&" if "?" in postgres_url else "?"
-    try:
-        yield f"{postgres_url}{sep}schema={schema}"
-    finally:
-        conn = await asyncpg.connect(postgres_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-
 async def _scaled_row(ctx: Context, replicas: int, redis_url: str) -> Row:
     name = f"scaled_{replicas}"
     work = ctx.scratch(name)
     async with AsyncExitStack() as stack:
-        store_url = await stack.enter_async_context(postgres_schema(ctx.postgres_url))
+        store_url = await stack.enter_async_context(fresh_schema(ctx.postgres_url, prefix="bench"))
         chain = await stack.enter_async_context(chain_service(work))
         env = {"REDIS_URL": redis_url, "ORDER_ENGINE_VENUES_CHAIN_URL": chain.url}
         engines = [

@@ -4,9 +4,7 @@ restart."""
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,27 +29,9 @@ from order_engine.venues import SimulatedMarket
 from tests.integration.test_store import event, new_order
 from tests.support.clients import assert_gap_free, post_order, services, watch
 from tests.support.factories import make_settings
+from tests.support.logs import logged
 from tests.support.proxy import TcpProxy
 from tests.support.services import REDIS_HOST, REDIS_PORT, postgres_schema, require_redis
-
-
-@contextmanager
-def logged(logger: str, text: str) -> Iterator[asyncio.Event]:
-    """An event set when `logger` logs a message containing `text`."""
-    seen = asyncio.Event()
-
-    class Handler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if text in record.getMessage():
-                seen.set()
-
-    handler = Handler()
-    target = logging.getLogger(logger)
-    target.addHandler(handler)
-    try:
-        yield seen
-    finally:
-        target.removeHandler(handler)
 
 
 @pytest.fixture

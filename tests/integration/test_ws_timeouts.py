@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import os
 import select
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +23,13 @@ from order_engine.orders import OrderEvent, Status
 from order_engine.venues import SimulatedMarket
 from tests.support.clients import post_order, read_until_closed, services
 from tests.support.factories import ORDER, make_settings
+from tests.support.logs import logged
 
 # Far more than a loopback socket buffers (tcp_wmem caps at a few MiB): one such message
 # leaves the server with data queued that a client that does not read never takes.
 HUGE = 16 * 1024 * 1024
 # A masked, empty ping: what a client sends without reading anything.
 PING = b"\x89\x80" + os.urandom(4)
-
-
-@contextmanager
-def logged(logger: str, text: str) -> Iterator[asyncio.Event]:
-    """An event set when `logger` logs a message containing `text`."""
-    seen = asyncio.Event()
-
-    class Handler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if text in record.getMessage():
-                seen.set()
-
-    handler = Handler(logging.INFO)
-    target = logging.getLogger(logger)
-    level = target.level
-    target.setLevel(logging.INFO)
-    target.addHandler(handler)
-    try:
-        yield seen
-    finally:
-        target.removeHandler(handler)
-        target.setLevel(level)
 
 
 async def stalled_websocket(client: TestClient[Any, Application], path: str) -> socket.socket:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
+
+from tests.support.databases import fresh_schema
 
 POSTGRES_URL = os.environ.get(
     "ORDER_ENGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -54,13 +54,5 @@ def require_redis() -> str:
 async def postgres_schema() -> AsyncIterator[str]:
     """A store URL whose tables live in a fresh schema, dropped afterwards."""
     require_postgres()
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{sep}schema={schema}"
-    finally:
-        conn = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+    async with fresh_schema(POSTGRES_URL) as url:
+        yield url
