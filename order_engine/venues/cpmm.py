@@ -1,8 +1,12 @@
-"""Raydium's constant-product pool (CPMM), integer math exactly as the program does it.
+"""Raydium's constant-product pool (CPMM), integer math exactly as raydium-cp-swap does it.
 
-The fee is taken from the input, rounded up: `fee = ⌈in·f⌉`, `in' = in − fee`, and the
-output is floored: `out = ⌊y·in' / (x + in')⌋`. The whole input, fee included, stays in the
-pool, so `k = x·y` never decreases.
+A swap takes the trade fee from the input, rounded up: `fee = ⌈in·f⌉`, `in' = in − fee`, and
+floors the output: `out = ⌊y·in' / (x + in')⌋` (`CurveCalculator::swap_base_input` with
+`Fees::trading_fee` and `ConstantProductCurve::swap_base_input_without_fees`). The protocol
+and the fund each own a share of that fee, floored (`Fees::protocol_fee`, `Fees::fund_fee`):
+it stays in the vault until collected but is not liquidity, so the reserves that price a
+swap are the vaults less those accrued fees (`PoolState::vault_amount_without_fee`). The
+rest of the fee stays with the liquidity providers, so `k` of those reserves never decreases.
 """
 
 from __future__ import annotations
@@ -13,18 +17,30 @@ import math
 from order_engine.venues.pool import DustAmount, Fill
 
 FEE_DENOMINATOR = 1_000_000
-RAYDIUM_FEE_RATE = 2_500  # 25 bps, the CPMM's standard fee tier
+# The standard AmmConfig (index 0): a 25 bps trade fee, of which 12 % goes to the protocol
+# and 4 % to the fund (both rates per 10⁶ of the trade fee).
+TRADE_FEE_RATE = 2_500
+PROTOCOL_FEE_RATE = 120_000
+FUND_FEE_RATE = 40_000
 
 
 def cp_amount_out(
     reserve_in: int, reserve_out: int, amount_in: int, fee_rate: int
 ) -> tuple[int, int]:
-    """(amount_out, fee) of an exact-in swap against reserves."""
+    """(amount_out, trade fee) of an exact-in swap against reserves."""
     if amount_in <= 0:
         raise ValueError("amount_in must be positive")
     fee = -(-amount_in * fee_rate // FEE_DENOMINATOR)  # ceil
     net = amount_in - fee
     return reserve_out * net // (reserve_in + net), fee
+
+
+def fee_shares(trade_fee: int, protocol_fee_rate: int, fund_fee_rate: int) -> tuple[int, int]:
+    """(protocol fee, fund fee): the parts of a trade fee that leave the pricing reserves."""
+    return (
+        trade_fee * protocol_fee_rate // FEE_DENOMINATOR,
+        trade_fee * fund_fee_rate // FEE_DENOMINATOR,
+    )
 
 
 class ConstantProductPool:
@@ -35,16 +51,33 @@ class ConstantProductPool:
         token_y: str,
         reserve_x: int,
         reserve_y: int,
-        fee_rate: int = RAYDIUM_FEE_RATE,
+        fee_rate: int = TRADE_FEE_RATE,
+        *,
+        protocol_fee_rate: int = PROTOCOL_FEE_RATE,
+        fund_fee_rate: int = FUND_FEE_RATE,
     ) -> None:
         if reserve_x <= 0 or reserve_y <= 0:
             raise ValueError("reserves must be positive")
+        if protocol_fee_rate + fund_fee_rate > FEE_DENOMINATOR:
+            raise ValueError("the protocol and fund shares cannot exceed the whole trade fee")
         self.pool_id = pool_id
         self.token_x = token_x
         self.token_y = token_y
-        self.reserve_x = reserve_x
-        self.reserve_y = reserve_y
+        self.vault_x = reserve_x
+        self.vault_y = reserve_y
+        self.protocol_fees_x = self.protocol_fees_y = 0
+        self.fund_fees_x = self.fund_fees_y = 0
         self.fee_rate = fee_rate
+        self.protocol_fee_rate = protocol_fee_rate
+        self.fund_fee_rate = fund_fee_rate
+
+    @property
+    def reserve_x(self) -> int:
+        return self.vault_x - self.protocol_fees_x - self.fund_fees_x
+
+    @property
+    def reserve_y(self) -> int:
+        return self.vault_y - self.protocol_fees_y - self.fund_fees_y
 
     @property
     def k(self) -> int:
@@ -63,12 +96,17 @@ class ConstantProductPool:
 
     def swap(self, token_in: str, amount_in: int, now: float = 0.0) -> Fill:
         fill = self.quote(token_in, amount_in, now)
+        protocol, fund = fee_shares(fill.fee, self.protocol_fee_rate, self.fund_fee_rate)
         if self._x_in(token_in):
-            self.reserve_x += fill.amount_in
-            self.reserve_y -= fill.amount_out
+            self.vault_x += fill.amount_in
+            self.vault_y -= fill.amount_out
+            self.protocol_fees_x += protocol
+            self.fund_fees_x += fund
         else:
-            self.reserve_y += fill.amount_in
-            self.reserve_x -= fill.amount_out
+            self.vault_y += fill.amount_in
+            self.vault_x -= fill.amount_out
+            self.protocol_fees_y += protocol
+            self.fund_fees_y += fund
         return fill
 
     def trade_towards(self, target_price: float, now: float = 0.0) -> None:

@@ -48,7 +48,7 @@ async def test_landing_moves_reserves_and_records_the_ledger(market: SimulatedMa
     chain = market.chain
     q = quote(market, "Raydium")
     pool = raydium_pool(market)
-    x0, y0 = pool.reserve_x, pool.reserve_y
+    x0, y0 = pool.vault_x, pool.vault_y
     tx = await chain.build([q], min_out=q.amount_out)
     assert (tx.wrap_sol, tx.unwrap_sol) == (True, False)
 
@@ -58,7 +58,10 @@ async def test_landing_moves_reserves_and_records_the_ledger(market: SimulatedMa
     assert status.state is TxState.LANDED
     assert status.receipt is not None
     assert (status.receipt.amount_in, status.receipt.amount_out) == (TEN_SOL, q.amount_out)
-    assert (pool.reserve_x, pool.reserve_y) == (x0 + TEN_SOL, y0 - q.amount_out)
+    # The vaults take the whole input; the protocol's and fund's fee shares stay in them
+    # but out of the pricing reserves.
+    assert (pool.vault_x, pool.vault_y) == (x0 + TEN_SOL, y0 - q.amount_out)
+    assert pool.reserve_x == x0 + TEN_SOL - pool.protocol_fees_x - pool.fund_fees_x
     [entry] = chain.ledger
     assert (entry.signature, entry.token_in, entry.token_out) == (tx.signature, "SOL", "USDC")
     assert (entry.amount_in, entry.amount_out) == (TEN_SOL, q.amount_out)
@@ -207,7 +210,7 @@ async def test_submitting_the_same_transaction_twice_lands_it_once(
     chain = market.chain
     q = quote(market, "Raydium")
     pool = raydium_pool(market)
-    x0 = pool.reserve_x
+    x0 = pool.vault_x
     tx = await chain.build([q], min_out=0)
 
     assert await chain.submit(tx) == tx.signature
@@ -218,7 +221,7 @@ async def test_submitting_the_same_transaction_twice_lands_it_once(
 
     assert chain.landed_count(tx.signature) == 1
     assert len(chain.ledger) == 1
-    assert pool.reserve_x == x0 + TEN_SOL
+    assert pool.vault_x == x0 + TEN_SOL  # the vault, fee shares included: one landing
 
 
 async def test_unknown_signature_is_unknown(market: SimulatedMarket) -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from order_engine.venues.cpmm import ConstantProductPool, cp_amount_out
+from order_engine.venues.cpmm import ConstantProductPool, cp_amount_out, fee_shares
 from order_engine.venues.pool import DustAmount
 
 
@@ -59,13 +59,38 @@ def test_one_base_unit_pays_one_unit_of_fee_and_buys_nothing() -> None:
         pool().swap("X", 1)
 
 
-def test_swap_adds_whole_input_including_fee_and_removes_output() -> None:
+def test_swap_keeps_the_protocol_and_fund_shares_of_the_fee_out_of_the_reserves() -> None:
+    # Standard AmmConfig: of the 25 fee, protocol floor(25 * 120_000 / 1e6) = 3 and fund
+    # floor(25 * 40_000 / 1e6) = 1 stay in the vault but not in the pricing reserves (the
+    # whole input used to count as reserve: x was 1_010_000, k 2_000_050_480_000).
     p = pool()
     fill = p.swap("X", 10_000)
     assert fill.amount_out == 19_752
-    assert (p.reserve_x, p.reserve_y) == (1_010_000, 2_000_000 - 19_752)
-    # k: 2e12 -> 1_010_000 * 1_980_248 = 2_000_050_480_000
-    assert p.k == 2_000_050_480_000
+    assert (p.vault_x, p.vault_y) == (1_010_000, 2_000_000 - 19_752)
+    assert (p.protocol_fees_x, p.fund_fees_x, p.protocol_fees_y, p.fund_fees_y) == (3, 1, 0, 0)
+    assert (p.reserve_x, p.reserve_y) == (1_009_996, 1_980_248)
+    # k: 2e12 -> 1_009_996 * 1_980_248 = 2_000_042_559_008
+    assert p.k == 2_000_042_559_008
+
+
+def test_the_next_swap_is_priced_against_the_reserves_without_accrued_fees() -> None:
+    p = pool()
+    p.swap("X", 10_000)
+    # in' = 9_975, out = floor(1_980_248 * 9_975 / (1_009_996 + 9_975)) = floor(19_366.4...)
+    assert p.quote("X", 10_000).amount_out == 1_980_248 * 9_975 // 1_019_971 == 19_366
+
+
+@pytest.mark.parametrize(
+    ("trade_fee", "shares"),
+    [
+        (25, (3, 1)),  # 3.0 and 1.0 exactly
+        (9, (1, 0)),  # 1.08 and 0.36, floored
+        (1, (0, 0)),
+        (30_000, (3_600, 1_200)),
+    ],
+)
+def test_fee_shares_are_floored(trade_fee: int, shares: tuple[int, int]) -> None:
+    assert fee_shares(trade_fee, 120_000, 40_000) == shares
 
 
 def test_quote_does_not_change_the_pool() -> None:
@@ -143,6 +168,10 @@ def test_k_never_decreases_after_a_swap(
     assert p.reserve_x > 0
     assert p.reserve_y > 0
     assert p.k >= k
+    # What left the reserves is the protocol's and fund's share of this one fee.
+    accrued = p.protocol_fees_x + p.fund_fees_x + p.protocol_fees_y + p.fund_fees_y
+    assert accrued == sum(fee_shares(fill.fee, p.protocol_fee_rate, p.fund_fee_rate))
+    assert (p.vault_x - p.reserve_x) + (p.vault_y - p.reserve_y) == accrued <= fill.fee
 
 
 @settings(max_examples=300, deadline=None)
