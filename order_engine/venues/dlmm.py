@@ -2,9 +2,12 @@
 
 Bin `i` trades at `p_i = (1 + bin_step/10⁴)^i` (y base units per x base unit, Q64.64 as on
 chain). Bins below the active one hold only y, bins above only x, the active bin both. A swap
-drains the active bin at its fixed price, then walks to the next bin. Each bin crossed
-charges `base fee + variable fee`, where the variable fee grows with the volatility
-accumulator: how many bins the price moved recently (reference decays over time).
+drains the active bin at its fixed price and moves to the next bin only while input remains,
+so a swap that empties a bin exactly leaves it active (`quote_exact_in` and `Bin::swap` of
+Meteora's dlmm-sdk). Each bin crossed charges `base fee + variable fee`, where the variable
+fee grows with the volatility accumulator: how many bins the price moved recently (reference
+decays over time). Fees are not liquidity: the bin takes the input less its fee, and the fee
+accrues to the pool (`fees_x`, `fees_y`; on chain, to positions and the protocol).
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class DlmmPool:
         self.volatility_reference = 0
         self.index_reference = active_id
         self.last_update = -math.inf
+        # In the vault, owed to liquidity providers and the protocol, never traded against.
+        self.fees_x = 0
+        self.fees_y = 0
 
     @property
     def base_fee_rate(self) -> int:
@@ -187,18 +193,20 @@ class DlmmPool:
                     else _ceil_div(available * price, ONE_Q64)
                 )
                 drain_fee = _ceil_div(drain * rate, FEE_DENOMINATOR - rate)
-                if remaining >= drain + drain_fee:
+                # Strictly more, as `Bin::swap`: input that exactly drains the bin is priced
+                # by the partial-fill branch (its fee rounds from the gross amount).
+                if remaining > drain + drain_fee:
                     net, fee, out = drain, drain_fee, available
                 else:
                     fee = _ceil_div(remaining * rate, FEE_DENOMINATOR)
                     net = remaining - fee
                     out = net * price // ONE_Q64 if for_y else net * ONE_Q64 // price
                     out = min(out, available)
-                # The whole input, fee included, goes to the bin's liquidity providers.
+                # Only the input less its fee becomes the bin's liquidity.
                 if for_y:
-                    touched[active] = [x + net + fee, y - out]
+                    touched[active] = [x + net, y - out]
                 else:
-                    touched[active] = [x - out, y + net + fee]
+                    touched[active] = [x - out, y + net]
                 remaining -= net + fee
                 total_out += out
                 total_fee += fee
@@ -209,12 +217,10 @@ class DlmmPool:
             raise DustAmount(f"{amount_in} is too small to buy one base unit")
         if commit:
             self.bins.update(touched)
-            step = -1 if for_y else 1
-            drained = touched[active][1 if for_y else 0] == 0
-            if drained and self.min_id <= active + step <= self.max_id:
-                # The bin has nothing left to sell this way: the price is the next one's,
-                # or the next small trade would pay a whole bin step as "impact".
-                active += step
+            if for_y:
+                self.fees_x += total_fee
+            else:
+                self.fees_y += total_fee
             self.active_id = active
             self.volatility_reference, self.index_reference = v_ref, i_ref
             self.volatility_accumulator = self._accumulator(v_ref, i_ref, active)

@@ -63,7 +63,10 @@ def test_small_swap_stays_in_active_bin_with_zero_price_impact() -> None:
     assert (fill.amount_out, fill.fee) == (999, 1)
     assert fill.price_impact_bps == 0.0
     assert p.active_id == 0
-    assert p.bins[0] == [501_000, 499_001]
+    # The bin takes the 999 net of fee; the fee accrues apart, as on chain (the whole
+    # 1_000 used to go into the bin: [501_000, 499_001]).
+    assert p.bins[0] == [500_999, 499_001]
+    assert (p.fees_x, p.fees_y) == (1, 0)
 
 
 def test_small_buy_of_x_stays_in_active_bin_with_zero_price_impact() -> None:
@@ -72,7 +75,8 @@ def test_small_buy_of_x_stays_in_active_bin_with_zero_price_impact() -> None:
     assert (fill.amount_out, fill.fee) == (999, 1)
     assert fill.price_impact_bps == 0.0
     assert p.active_id == 0
-    assert p.bins[0] == [499_001, 501_000]
+    assert p.bins[0] == [499_001, 500_999]  # fee out of the bin, as above
+    assert (p.fees_x, p.fees_y) == (0, 1)
 
 
 def test_output_is_floored_at_the_bin_price() -> None:
@@ -98,6 +102,32 @@ def test_swap_larger_than_active_bin_crosses_bins_and_drains_them() -> None:
     for i in (-5, -4, -3, 1, 2, 3, 4, 5):
         assert p.bins[i] == before[i]
     assert fill.price_impact_bps > 0
+
+
+def test_a_swap_that_drains_the_active_bin_exactly_leaves_it_active() -> None:
+    # Bin 0 sells its 500_000 y for 500_000 x plus ceil(500_000 * 1e6 / (1e9 - 1e6)) = 501
+    # fee: 500_501 in all. The swap loop moves on only while input remains, so the emptied
+    # bin stays active (this pool used to move to bin -1 here).
+    p = pool()
+    fill = p.swap("X", 500_501, now=0.0)
+    assert (fill.amount_out, fill.fee) == (500_000, 501)
+    assert p.active_id == 0
+    assert p.bins[0] == [1_000_000, 0]
+    assert p.spot_price() == 1.0
+    # The next sale of x finds nothing to buy in bin 0 and walks on to bin -1.
+    assert p.quote("X", 1_000, now=0.0).price_impact_bps > 0
+    p.swap("X", 1_000, now=0.0)
+    assert p.active_id == -1
+
+
+def test_input_beyond_the_bin_moves_on_even_if_only_its_fee_is_left() -> None:
+    # One unit more than drains bin 0: the loop moves to bin -1, whose fee (ceil of
+    # 1 * 1_004_000 / 1e9, the variable part for one bin of distance) takes the whole unit.
+    p = pool()
+    fill = p.swap("X", 500_502, now=0.0)
+    assert (fill.amount_out, fill.fee) == (500_000, 502)
+    assert p.active_id == -1
+    assert p.bins[-1] == [0, 1_000_000]
 
 
 def test_buying_x_moves_the_active_bin_up() -> None:
@@ -345,16 +375,21 @@ def test_swaps_conserve_tokens_and_keep_the_bin_shape(
         now += dt
         amount = data.draw(amounts(p, side))
         x0, y0 = totals(p)
+        fees0 = (p.fees_x, p.fees_y)
         try:
             fill = p.swap(side, amount, now)
         except (DustAmount, PoolExhausted):
             assert totals(p) == (x0, y0)  # a failed swap changes nothing
+            assert (p.fees_x, p.fees_y) == fees0
             continue
         assert fill.fee >= 0
+        # The input less its fee becomes liquidity; the fee accrues beside the bins.
         if side == "X":
-            assert totals(p) == (x0 + fill.amount_in, y0 - fill.amount_out)
+            assert totals(p) == (x0 + fill.amount_in - fill.fee, y0 - fill.amount_out)
+            assert (p.fees_x, p.fees_y) == (fees0[0] + fill.fee, fees0[1])
         else:
-            assert totals(p) == (x0 - fill.amount_out, y0 + fill.amount_in)
+            assert totals(p) == (x0 - fill.amount_out, y0 + fill.amount_in - fill.fee)
+            assert (p.fees_x, p.fees_y) == (fees0[0], fees0[1] + fill.fee)
         assert p.min_id <= p.active_id <= p.max_id
         for i, (x, y) in p.bins.items():
             assert x >= 0
