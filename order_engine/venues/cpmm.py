@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from order_engine.venues.pool import DustAmount, Fill
 
@@ -22,6 +24,20 @@ FEE_DENOMINATOR = 1_000_000
 TRADE_FEE_RATE = 2_500
 PROTOCOL_FEE_RATE = 120_000
 FUND_FEE_RATE = 40_000
+
+KIND = "cpmm"
+# What a swap changes and what prices one: the whole state, small enough to send whole.
+_FIELDS = (
+    "vault_x",
+    "vault_y",
+    "protocol_fees_x",
+    "protocol_fees_y",
+    "fund_fees_x",
+    "fund_fees_y",
+    "fee_rate",
+    "protocol_fee_rate",
+    "fund_fee_rate",
+)
 
 
 def cp_amount_out(
@@ -70,6 +86,13 @@ class ConstantProductPool:
         self.fee_rate = fee_rate
         self.protocol_fee_rate = protocol_fee_rate
         self.fund_fee_rate = fund_fee_rate
+        self._changed = False
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ConstantProductPool:
+        pool = cls(state["pool_id"], state["token_x"], state["token_y"], 1, 1)
+        pool.apply_state(state)
+        return pool
 
     @property
     def reserve_x(self) -> int:
@@ -107,6 +130,7 @@ class ConstantProductPool:
             self.vault_x -= fill.amount_out
             self.protocol_fees_y += protocol
             self.fund_fees_y += fund
+        self._changed = True
         return fill
 
     def trade_towards(self, target_price: float, now: float = 0.0) -> None:
@@ -123,6 +147,34 @@ class ConstantProductPool:
             amount = int((target_y - self.reserve_y) / keep)
             if amount > 0:
                 self._try_swap(self.token_y, amount)
+
+    # -- state, for copies of this pool kept elsewhere (the account feed) ------------------
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "kind": KIND,
+            "pool_id": self.pool_id,
+            "token_x": self.token_x,
+            "token_y": self.token_y,
+        }
+        for name in _FIELDS:
+            state[name] = getattr(self, name)
+        return state
+
+    def apply_state(self, state: Mapping[str, Any]) -> None:
+        """Take what `state` or `take_changes` gave (the same thing: the state is tiny)."""
+        if state.get("pool_id", self.pool_id) != self.pool_id:
+            raise ValueError(f"the state of {state['pool_id']} does not apply to {self.pool_id}")
+        for name in _FIELDS:
+            if name in state:
+                setattr(self, name, int(state[name]))
+        self._changed = False  # a copy follows: what it applies is not a change of its own
+
+    def take_changes(self) -> dict[str, Any] | None:
+        if not self._changed:
+            return None
+        self._changed = False
+        return self.state()
 
     def _try_swap(self, token_in: str, amount: int) -> None:
         with contextlib.suppress(DustAmount):  # a nudge too small to trade: the price stays

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
 from decimal import Decimal, localcontext
+from typing import Any
 
 from order_engine.venues.pool import DustAmount, Fill, PoolExhausted
 
@@ -22,6 +24,30 @@ FEE_DENOMINATOR = 1_000_000_000
 MAX_FEE_RATE = 100_000_000  # 10 %
 BASIS_POINT_MAX = 10_000
 ONE_Q64 = 1 << 64
+
+KIND = "dlmm"
+# Set when the pool is made; a whole state carries them, a delta does not.
+_PARAMS = (
+    "bin_step",
+    "base_factor",
+    "variable_fee_control",
+    "max_volatility_accumulator",
+    "filter_period",
+    "decay_period",
+    "reduction_factor",
+    "min_id",
+    "max_id",
+)
+# What every swap may change besides its bins (and `last_update`, encoded apart).
+_HEADER = (
+    "active_id",
+    "volatility_accumulator",
+    "volatility_reference",
+    "index_reference",
+    "fees_x",
+    "fees_y",
+)
+NEVER = "-inf"  # JSON has no infinity: `last_update` of a pool that never swapped
 
 
 def bin_price_q64(bin_id: int, bin_step: int) -> int:
@@ -91,6 +117,23 @@ class DlmmPool:
         # In the vault, owed to liquidity providers and the protocol, never traded against.
         self.fees_x = 0
         self.fees_y = 0
+        # Since the last `take_changes`: the bins a swap wrote, and whether anything moved.
+        self._touched: set[int] = set()
+        self._changed = False
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> DlmmPool:
+        pool = cls(
+            state["pool_id"],
+            state["token_x"],
+            state["token_y"],
+            bin_step=state["bin_step"],
+            active_id=state["active_id"],
+            bins_each_side=1,
+            y_per_bin=1,
+        )
+        pool.apply_state(state)
+        return pool
 
     @property
     def base_fee_rate(self) -> int:
@@ -147,6 +190,60 @@ class DlmmPool:
             # An arbitrageur's nudge that does not fit leaves the price where it is.
             with contextlib.suppress(PoolExhausted, DustAmount):
                 self.swap(token, amount, now)
+
+    # -- state, for copies of this pool kept elsewhere (the account feed) ------------------
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "kind": KIND,
+            "pool_id": self.pool_id,
+            "token_x": self.token_x,
+            "token_y": self.token_y,
+        }
+        for name in _PARAMS:
+            state[name] = getattr(self, name)
+        state.update(self._header())
+        state["bins"] = [[i, x, y] for i, (x, y) in sorted(self.bins.items())]
+        return state
+
+    def apply_state(self, state: Mapping[str, Any]) -> None:
+        """Take a whole state (it names its `kind`) or a delta from `take_changes`: the
+        header fields and only the bins it lists."""
+        if state.get("pool_id", self.pool_id) != self.pool_id:
+            raise ValueError(f"the state of {state['pool_id']} does not apply to {self.pool_id}")
+        if "kind" in state:
+            if state["kind"] != KIND:
+                raise ValueError(f"a {state['kind']} state does not apply to a DLMM pool")
+            if state["bin_step"] != self.bin_step:
+                self._prices = {}
+            for name in _PARAMS:
+                setattr(self, name, state[name])
+            self.bins = {}
+        for name in _HEADER:
+            if name in state:
+                setattr(self, name, int(state[name]))
+        if "last_update" in state:
+            when = state["last_update"]
+            self.last_update = -math.inf if when == NEVER else float(when)
+        for bin_id, x, y in state.get("bins", ()):
+            self.bins[int(bin_id)] = [int(x), int(y)]
+        # A copy follows: what it applies is not a change of its own.
+        self._touched.clear()
+        self._changed = False
+
+    def take_changes(self) -> dict[str, Any] | None:
+        if not self._changed:
+            return None
+        delta = self._header()
+        delta["bins"] = [[i, *self.bins[i]] for i in sorted(self._touched)]
+        self._touched.clear()
+        self._changed = False
+        return delta
+
+    def _header(self) -> dict[str, Any]:
+        header: dict[str, Any] = {name: getattr(self, name) for name in _HEADER}
+        header["last_update"] = NEVER if self.last_update == -math.inf else self.last_update
+        return header
 
     def _accumulator(self, volatility_reference: int, index_reference: int, bin_id: int) -> int:
         moved = abs(index_reference - bin_id) * BASIS_POINT_MAX
@@ -217,6 +314,8 @@ class DlmmPool:
             raise DustAmount(f"{amount_in} is too small to buy one base unit")
         if commit:
             self.bins.update(touched)
+            self._touched.update(touched)
+            self._changed = True
             if for_y:
                 self.fees_x += total_fee
             else:

@@ -2,12 +2,18 @@
 
 Amounts are integers in base units and every rounding favours the pool, as on chain, so a
 trader can never extract value from rounding.
+
+A pool also describes itself, as an account on chain would: `state()` is everything it is,
+as plain JSON values, `pool_from_state` builds an exact copy from it, and `take_changes()`
+says what moved since it was last asked, for the copy's `apply_state`. A copy kept current
+that way quotes exactly as the pool does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +60,29 @@ class Pool(Protocol):
     def trade_towards(self, target_price: float, now: float) -> None:
         """Trade as an arbitrageur would until the spot price is near `target_price`."""
         ...
+
+    def state(self) -> dict[str, Any]:
+        """The whole state as JSON values (str, int, float, bool, list, dict); names its
+        `kind`, so that `pool_from_state` can rebuild the pool exactly."""
+        ...
+
+    def apply_state(self, state: Mapping[str, Any]) -> None:
+        """Become what a whole `state()` or a delta from `take_changes()` describes."""
+        ...
+
+    def take_changes(self) -> dict[str, Any] | None:
+        """What changed since the last call, as `apply_state` takes it; None if nothing."""
+        ...
+
+
+def pool_from_state(state: Mapping[str, Any]) -> Pool:
+    """The pool a whole `state()` describes."""
+    # Imported here: both pool modules import this one.
+    from order_engine.venues import cpmm, dlmm
+
+    kind = state.get("kind")
+    if kind == cpmm.KIND:
+        return cpmm.ConstantProductPool.from_state(state)
+    if kind == dlmm.KIND:
+        return dlmm.DlmmPool.from_state(state)
+    raise ValueError(f"no pool of kind {kind!r}")
