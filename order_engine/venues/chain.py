@@ -14,7 +14,7 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import base58
@@ -77,6 +77,9 @@ class SimulatedChain:
         self._forced_drops = 0
         self._failing_builds = 0
         self._held: list[str] | None = None
+        # Called with its slot once a landed transaction's swaps are committed, before
+        # anyone hears it landed, so that the pools' new state is published first.
+        self.on_landed: Callable[[int], None] | None = None
 
     # -- the Chain protocol ------------------------------------------------------------
 
@@ -237,6 +240,8 @@ class SimulatedChain:
                 fills,
             )
         )
+        if self.on_landed is not None:
+            self.on_landed(slot)
         self._settle(signature, TxStatus(TxState.LANDED, receipt=receipt))
 
     def _leg_out(self, leg: Quote, *, commit: bool) -> int:

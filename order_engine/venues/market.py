@@ -5,6 +5,10 @@ random walk (as if other traders and arbitrageurs traded against it); the two ve
 are independent, so their prices differ by a few tens of bps and which venue is better
 changes over time. The market runs on its own clock (one tick per step), so the same seed
 and the same sequence of trades give the same prices, whatever the wall clock says.
+
+Every change to a pool is published on `feed`, as a chain's account stream would carry it:
+each landed transaction's pools, each step's moved pools (or, if none moved, a notice that
+the clock did), each new pool whole, and while the market runs a notice every slot.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import random
 from collections.abc import Iterable
 from decimal import Decimal
 
-from order_engine.venues.chain import SimulatedChain
+from order_engine.venues.chain import SLOT_SECONDS, SimulatedChain
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.dlmm import DlmmPool, bin_id_for_price
+from order_engine.venues.feed import AccountFeed
 from order_engine.venues.market_data import POOLS, PoolSpec, reference_price, usd_to_base
 from order_engine.venues.pool import Pool
 from order_engine.venues.profiles import Profile
@@ -49,7 +54,15 @@ class SimulatedMarket:
             for name, pools in built.items()
         }
         self.chain = SimulatedChain(self.venues, profile, random.Random(self._rng.getrandbits(64)))
+        self.feed = AccountFeed(self.now, self.chain.current_slot)
+        self._swapped: dict[str, Pool] = {}  # by the transaction landing now
+        for name, venue in self.venues.items():
+            for pool in venue.pools.values():
+                self.feed.follow(name, pool)
+            venue.on_swap = self._on_swap
+        self.chain.on_landed = self._on_landed
         self._task: asyncio.Task[None] | None = None
+        self._slots: asyncio.Task[None] | None = None
 
     def now(self) -> float:
         """Market time in seconds: advances one tick per `step`."""
@@ -60,28 +73,69 @@ class SimulatedMarket:
         keep = 1 - self.profile.drift_reversion
         for _ in range(ticks):
             self._time += self._tick_s
+            moved = False
             for venue in self.venues.values():
                 for pool in venue.pools.values():
                     d = self._deviation_bps[pool.pool_id] * keep
                     d += self._rng.gauss(0, self.profile.drift_sigma_bps)
                     self._deviation_bps[pool.pool_id] = d
                     pool.trade_towards(self._target(pool.pool_id), self._time)
+                    moved = self.feed.publish(pool) is not None or moved
+            if not moved:
+                # Subscribers quote DLMM fees with the clock they last heard.
+                self.feed.notice()
+
+    def add_pool(self, spec: PoolSpec) -> Pool:
+        """Create a pool now (a launch, a migration), at the reference price, and publish it."""
+        venue = self.venues.get(spec.venue)
+        if venue is None:
+            raise ValueError(f"no venue {spec.venue}")
+        pool_id = self._pool_id(spec)
+        if pool_id in self._reference:
+            raise ValueError(f"{pool_id} already exists")
+        self._deviation_bps[pool_id] = 0.0
+        self._reference[pool_id] = reference_price(spec.token_x, spec.token_y)
+        pool = self._build_pool(spec)
+        try:
+            venue.add_pool(pool)
+        except ValueError:  # the same pair, the other way round
+            del self._deviation_bps[pool_id], self._reference[pool_id]
+            raise
+        self.feed.add_pool(spec.venue, pool)
+        return pool
 
     async def start(self) -> None:
+        if self._slots is None:
+            self._slots = asyncio.create_task(self._notify_slots(), name="market-slots")
         if self.profile.drift_interval_ms > 0 and self._task is None:
             self._task = asyncio.create_task(self._drift(), name="market-drift")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._slots):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._slots = None
 
     async def _drift(self) -> None:
         while True:
             await asyncio.sleep(self._tick_s)
             self.step()
+
+    async def _notify_slots(self) -> None:
+        # A quiet stream and a dead one look alike without a heartbeat.
+        while True:
+            await asyncio.sleep(SLOT_SECONDS)
+            self.feed.notice()
+
+    def _on_swap(self, pool: Pool) -> None:
+        self._swapped[pool.pool_id] = pool
+
+    def _on_landed(self, slot: int) -> None:
+        for pool in self._swapped.values():
+            self.feed.publish(pool, slot)
+        self._swapped.clear()
 
     def _target(self, pool_id: str) -> float:
         return self._reference[pool_id] * math.exp(self._deviation_bps[pool_id] / 10_000)

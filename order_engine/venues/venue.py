@@ -51,9 +51,18 @@ class SimulatedVenue:
         self._clock = clock
         self.pools: dict[str, Pool] = {}
         self._by_pair: dict[frozenset[str], Pool] = {}
+        # Told of every pool a committed swap moved, so its change can be published.
+        self.on_swap: Callable[[Pool], None] | None = None
         for pool in pools:
-            self.pools[pool.pool_id] = pool
-            self._by_pair[frozenset((pool.token_x, pool.token_y))] = pool
+            self.add_pool(pool)
+
+    def add_pool(self, pool: Pool) -> None:
+        """Trade through one more pool (a pair has at most one per venue)."""
+        pair = frozenset((pool.token_x, pool.token_y))
+        if pool.pool_id in self.pools or pair in self._by_pair:
+            raise ValueError(f"{self.name} already has a pool for {pool.token_x}-{pool.token_y}")
+        self.pools[pool.pool_id] = pool
+        self._by_pair[pair] = pool
 
     async def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
         await self._round_trip()
@@ -132,7 +141,12 @@ class SimulatedVenue:
         amount = amount_in
         for token_in, token_out in pairwise(path):
             pool = self._by_pair[frozenset((token_in, token_out))]
-            fill = pool.swap(token_in, amount, now) if commit else pool.quote(token_in, amount, now)
+            if commit:
+                fill = pool.swap(token_in, amount, now)
+                if self.on_swap is not None:
+                    self.on_swap(pool)
+            else:
+                fill = pool.quote(token_in, amount, now)
             fills.append(fill)
             amount = fill.amount_out
         return fills

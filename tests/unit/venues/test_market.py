@@ -110,3 +110,4 @@ async def test_start_runs_the_drift_task_and_stop_ends_it() -> None:
     await market.stop()
     await market.stop()
     assert drifting() == []
+    await idle.stop()  # its slot notices run even without motion
