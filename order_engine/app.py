@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -21,13 +22,15 @@ from order_engine.api.validation import OrderParser
 from order_engine.api.ws import CLOSE_GOING_AWAY, Connections, OrderStreams
 from order_engine.config import Settings
 from order_engine.engine import Engine
+from order_engine.engine.supervision import cancel_all
 from order_engine.hub import Hub, MemoryHub
+from order_engine.market import FeedSource, LocalFeedSource, MarketData, StreamedVenue, follow
 from order_engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from order_engine.metrics import Metrics
 from order_engine.routing import Router
 from order_engine.store import Store, store_from_url
 from order_engine.venues import SimulatedMarket
-from order_engine.venues.base import Market
+from order_engine.venues.base import Market, Venue
 from order_engine.venues.tokens import REGISTRY
 
 log = logging.getLogger("order_engine.app")
@@ -44,6 +47,9 @@ class Services:
     engine: Engine
     connections: Connections
     metrics: Metrics
+    # The pool states streamed from the chain, and where they come from (None: not followed).
+    market_data: MarketData | None = None
+    feed: FeedSource | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -87,8 +93,20 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         hub = MemoryHub(settings.hub.inbox_size)
     if market is None:
         market = build_market(settings)
+    feed = feed_source(market) if settings.venues.quote_from_stream else None
+    venues: list[Venue] = list(market.venues.values())
+    market_data = None
+    if feed is not None:
+        market_data = MarketData(max_staleness_slots=settings.venues.max_staleness_slots)
+
+        def count_quote(venue: str, source: str) -> None:
+            metrics.quotes.labels(venue, source).inc()
+
+        venues = [StreamedVenue(v, market_data, counted=count_quote) for v in venues]
+        metrics.market_data_staleness.set_function(market_data.staleness_slots)
+        metrics.market_data_resyncs.set_function(lambda: market_data.resyncs)
     router = Router(
-        list(market.venues.values()),
+        venues,
         quote_timeout=settings.engine.quote_timeout_ms / 1000,
         split_min_gain_bps=settings.venues.split_min_gain_bps,
         split_steps=settings.venues.split_steps,
@@ -106,6 +124,7 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         # One process per SQLite file: nobody else's orders to take over after start-up.
         claim_interval=None if sqlite else settings.engine.claim_interval_ms / 1000,
         metrics=metrics,
+        market_data=market_data,
     )
     connections = Connections(per_client=settings.limits.websockets_per_client)
     metrics.watch(
@@ -114,7 +133,14 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         transactions_in_flight=lambda: engine.transactions_in_flight,
         websockets=lambda: len(connections),
     )
-    return Services(settings, store, hub, market, engine, connections, metrics)
+    return Services(settings, store, hub, market, engine, connections, metrics, market_data, feed)
+
+
+def feed_source(market: Market) -> FeedSource | None:
+    """Where this process follows the pools from: the chain in this process."""
+    if isinstance(market, SimulatedMarket):
+        return LocalFeedSource(market.feed)
+    return None
 
 
 def build_app(settings: Settings, *, market: Market | None = None) -> web.Application:
@@ -190,12 +216,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await s.hub.start()
         try:
             await s.market.start()
+            following = None
+            if s.market_data is not None and s.feed is not None:
+                following = asyncio.create_task(follow(s.market_data, s.feed), name="market-data")
             try:
                 await s.engine.start()
                 yield
             finally:
                 # Normally stopped in on_shutdown already; this covers a failed start-up.
                 await s.engine.stop(grace=0)
+                if following is not None:
+                    await cancel_all([following])
                 await s.market.stop()
         finally:
             await s.hub.stop()

@@ -132,6 +132,12 @@ class VenueSettings:
     # Split an order across venues only if it yields at least this much more output.
     split_min_gain_bps: float = 1.0
     split_steps: int = 20
+    # Quote from the pool states the chain streams (microseconds, no round trip) rather than
+    # by asking each venue per order; false: always ask the venues.
+    quote_from_stream: bool = True
+    # A streamed view this many slots (400 ms each) behind the chain is not quoted from:
+    # routing falls back to the venues' quote calls until the stream catches up.
+    max_staleness_slots: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +344,7 @@ def validate(s: Settings) -> None:
         f"venues.profile {s.venues.profile!r} is not one of {', '.join(sorted(s.profiles))}",
     )
     need(s.venues.split_steps >= 2, "venues.split_steps must be at least 2")
+    need(s.venues.max_staleness_slots >= 1, "venues.max_staleness_slots must be at least 1")
     need(s.websocket.send_timeout_s > 0, "websocket.send_timeout_s must be positive")
     need(
         s.websocket.first_message_timeout_s > 0,

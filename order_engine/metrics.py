@@ -48,6 +48,22 @@ class Metrics:
             ["venue", "split"],
             registry=r,
         )
+        self.quotes = Counter(
+            "order_engine_quotes",
+            "Quote requests of routing, by venue and by where the price came from (stream or rpc)",
+            ["venue", "source"],
+            registry=r,
+        )
+        self.market_data_staleness = Gauge(
+            "order_engine_market_data_staleness_slots",
+            "How far the streamed pool states may be behind the chain (+Inf: stream down)",
+            registry=r,
+        )
+        self.market_data_resyncs = Gauge(
+            "order_engine_market_data_resyncs",
+            "Times the streamed pool states were rebuilt from a snapshot after a break",
+            registry=r,
+        )
         self.quote_spread_bps = Histogram(
             "order_engine_quote_spread_bps",
             "How much more the winning venue's quote paid than the other's",

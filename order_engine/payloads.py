@@ -46,9 +46,15 @@ class PendingData(Payload):
     slippage_bps: int
 
 
+# Where routing takes its prices: the pool states streamed from the chain, or (while that
+# stream is down or behind) each venue's own quote call.
+QuoteSource = Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["stream", "rpc"]})]
+
+
 class RoutingData(Payload):
     attempt: Annotated[int, msgspec.Meta(ge=1)]
     retry_reason: ErrorInfo | None = None  # why the previous attempt failed
+    quote_source: QuoteSource | None = None
 
 
 class QuoteInfo(Payload):
@@ -57,6 +63,8 @@ class QuoteInfo(Payload):
     price: float
     fee_bps: Annotated[float, msgspec.Meta(ge=0)]
     price_impact_bps: float
+    source: QuoteSource
+    slot: int | None = None  # of the pool states quoted (streamed quotes)
 
 
 class Leg(Payload):

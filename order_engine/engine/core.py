@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from order_engine.config import EngineSettings
 from order_engine.hub import Hub
+from order_engine.market import MarketData
 from order_engine.metrics import Metrics
 from order_engine.orders import Order, OrderUpdate, Status
 from order_engine.payloads import ErrorInfo, PendingData, RoutingData
@@ -77,11 +78,14 @@ class Engine:
         lease_s: float = 15.0,
         claim_interval: float | None = None,
         metrics: Metrics | None = None,
+        market_data: MarketData | None = None,
     ) -> None:
         """`execute=False`: an API-only replica that stores orders for workers to claim.
         `claim_interval`: how often to look for orders nobody holds (None: never after
-        start-up; one process on SQLite has nobody to take over from)."""
+        start-up; one process on SQLite has nobody to take over from). `market_data`: the
+        streamed pool states routing quotes from while they are fresh."""
         self._store = store
+        self._market_data = market_data
         self._router = router
         self._registry = registry
         self._settings = settings
@@ -275,7 +279,9 @@ class Engine:
             run,
             Status.ROUTING,
             message,
-            RoutingData(attempt=attempt, retry_reason=retry_reason),
+            RoutingData(
+                attempt=attempt, retry_reason=retry_reason, quote_source=self._quote_source()
+            ),
             OrderUpdate(attempts=attempt),
         )
         if self._stop_requested():
@@ -297,6 +303,10 @@ class Engine:
         if self._stop_requested():
             return
         await self._confirmations.send(run, route, floor)
+
+    def _quote_source(self) -> str:
+        data = self._market_data
+        return "stream" if data is not None and data.fresh() else "rpc"
 
     def _stop_requested(self) -> bool:
         """Checked between stages: a stopping engine leaves the order at its stored stage."""

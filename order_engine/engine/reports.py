@@ -65,6 +65,8 @@ def _quote_info(q: Quote, out: Token) -> QuoteInfo:
         price=q.price,
         fee_bps=round(q.fee_bps, 2),
         price_impact_bps=round(q.price_impact_bps, 2),
+        source=q.source,
+        slot=q.slot,
     )
 
 

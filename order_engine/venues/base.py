@@ -77,6 +77,10 @@ class Quote:
     price: float  # execution price: UI units of token_out per UI unit of token_in
     price_impact_bps: float  # execution price against the pre-trade marginal price, fees excluded
     hops: tuple[Hop, ...]
+    # Where the price came from: the pools as streamed to this process ("stream", at that
+    # slot), or the venue's own quote call ("rpc"; its slot, when the venue says).
+    source: str = "rpc"
+    slot: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
@@ -17,6 +18,20 @@ from tests.support.factories import make_settings
 
 def statuses(events: list[dict[str, Any]]) -> list[str]:
     return [e["status"] for e in events]
+
+
+# A venue's faults break its quote call; routing makes that call only when it does not quote
+# from the streamed pool states, so these tests route by the venues' calls.
+RPC_QUOTES: dict[str, Any] = {"quote_from_stream": False}
+
+
+@pytest.fixture
+async def rpc_client(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> TestClient[Any, Application]:
+    settings = make_settings(tmp_path, venues=RPC_QUOTES)
+    client: TestClient[Any, Application] = await aiohttp_client(build_app(settings, market=market))
+    return client
 
 
 async def test_dropped_transaction_is_retried_then_confirmed(
@@ -70,7 +85,8 @@ async def test_permanent_failure_is_not_retried(client: TestClient[Any, Applicat
     assert events[-1]["data"]["attempts"] == 1
 
 
-async def test_a_venue_down_is_skipped(client: TestClient[Any, Application]) -> None:
+async def test_a_venue_down_is_skipped(rpc_client: TestClient[Any, Application]) -> None:
+    client = rpc_client
     services(client).market.venues["Raydium"].faults.down = True
     events = await watch(client, await post_order(client))
     assert events[-1]["status"] == "confirmed"
@@ -80,7 +96,8 @@ async def test_a_venue_down_is_skipped(client: TestClient[Any, Application]) -> 
     assert building["skipped"] == [{"dex": "Raydium", "code": "venue_down"}]
 
 
-async def test_a_venue_that_times_out_is_skipped(client: TestClient[Any, Application]) -> None:
+async def test_a_venue_that_times_out_is_skipped(rpc_client: TestClient[Any, Application]) -> None:
+    client = rpc_client
     services(client).market.venues["Meteora"].faults.timeout = True
     events = await watch(client, await post_order(client))
     assert events[-1]["status"] == "confirmed"
@@ -88,8 +105,9 @@ async def test_a_venue_that_times_out_is_skipped(client: TestClient[Any, Applica
 
 
 async def test_all_venues_down_is_transient_then_fails(
-    client: TestClient[Any, Application],
+    rpc_client: TestClient[Any, Application],
 ) -> None:
+    client = rpc_client
     for venue in services(client).market.venues.values():
         venue.faults.down = True
     events = await watch(client, await post_order(client))
@@ -102,7 +120,9 @@ async def test_venue_recovers_between_attempts(
     aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
 ) -> None:
     # A backoff of at least 500 ms leaves ample time to restore the venues after attempt 1.
-    settings = make_settings(tmp_path, engine={"retry_base_ms": 1000.0, "retry_max_ms": 1000.0})
+    settings = make_settings(
+        tmp_path, engine={"retry_base_ms": 1000.0, "retry_max_ms": 1000.0}, venues=RPC_QUOTES
+    )
     client = await aiohttp_client(build_app(settings, market=market))
     for venue in market.venues.values():
         venue.faults.down = True
@@ -130,6 +150,7 @@ async def test_full_queue_refuses_with_503_and_stores_nothing(
         tmp_path,
         engine={"workers": 1, "queue_size": 2, "quote_timeout_ms": 60_000.0},
         server={"shutdown_grace_s": 0.1},
+        venues=RPC_QUOTES,
     )
     for venue in market.venues.values():
         venue.faults.timeout = True  # the one worker is stuck quoting

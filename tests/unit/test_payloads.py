@@ -22,7 +22,15 @@ from order_engine.payloads import (
     schemas,
 )
 
-QUOTE = QuoteInfo(dex="Raydium", amount_out="150.5", price=100.3, fee_bps=25, price_impact_bps=1)
+QUOTE = QuoteInfo(
+    dex="Raydium",
+    amount_out="150.5",
+    price=100.3,
+    fee_bps=25,
+    price_impact_bps=1,
+    source="stream",
+    slot=812,
+)
 LEGS = [
     Leg(dex="Raydium", share=0.6, amount_in="0.9", amount_out="90.1"),
     Leg(dex="Meteora", share=0.4, amount_in="0.6", amount_out="60.4"),
