@@ -97,6 +97,9 @@ class Window:
     pids: list[int]
     others: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    # POST -> `submitted` seen on the WebSocket: how long an order waits for a worker and
+    # for routing, before the chain's own latency.
+    to_submitted: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)
@@ -126,6 +129,7 @@ class Window:
             "window_s": span,
             "rate": done / (completed_in or span),
             "latency_ms": summary_ms(self.latencies),
+            **({"submitted_ms": summary_ms(self.to_submitted)} if self.to_submitted else {}),
             "errors": dict(self.errors),
             "statuses": dict(self.statuses),
             "cpu_ms_per_op": server_cpu / done * 1000 if server_cpu and done else None,
@@ -156,7 +160,12 @@ async def post_order(session: aiohttp.ClientSession, base: str, body: bytes) -> 
     return order_id
 
 
-async def watch_to_end(session: aiohttp.ClientSession, base: str, order_id: str) -> str:
+async def watch_to_end(
+    session: aiohttp.ClientSession,
+    base: str,
+    order_id: str,
+    on_submitted: Callable[[], None] | None = None,
+) -> str:
     """Watch an order until its terminal event; returns that status."""
     async with session.ws_connect(_ws_url(base, order_id)) as ws:
         async for msg in ws:
@@ -165,6 +174,9 @@ async def watch_to_end(session: aiohttp.ClientSession, base: str, order_id: str)
             status: str = orjson.loads(msg.data)["status"]
             if status in TERMINAL:
                 return status
+            if status == "submitted" and on_submitted is not None:
+                on_submitted()
+                on_submitted = None  # the first time only (a retry submits again)
         raise OpError(f"ws_closed_{ws.close_code}")
 
 
@@ -184,7 +196,7 @@ class Targets:
 # -- throughput modes -----------------------------------------------------------------------
 
 
-async def _closed_loop(spec: Spec, op: Callable[[int], Awaitable[str]]) -> dict[str, Any]:
+async def _closed_loop(spec: Spec, op: Callable[[int, Window], Awaitable[str]]) -> dict[str, Any]:
     """`concurrency` clients run `op` back to back; what completes inside the window counts."""
     t0 = time.perf_counter()
     window = Window(t0 + spec.warmup, t0 + spec.warmup + spec.duration, spec.pids, spec.others)
@@ -196,7 +208,7 @@ async def _closed_loop(spec: Spec, op: Callable[[int], Awaitable[str]]) -> dict[
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(OP_TIMEOUT_S):
-                    outcome = await op(k)
+                    outcome = await op(k, window)
             except (aiohttp.ClientError, OSError, TimeoutError, OpError) as exc:
                 outcome = f"error:{_error_kind(exc)}"
             end = time.perf_counter()
@@ -221,7 +233,7 @@ async def _closed_loop(spec: Spec, op: Callable[[int], Awaitable[str]]) -> dict[
 async def run_post(spec: Spec) -> dict[str, Any]:
     async with _session() as session:
 
-        async def op(k: int) -> str:
+        async def op(k: int, window: Window) -> str:
             url = spec.urls[k % len(spec.urls)]
             await post_order(session, url, ORDERS[k % 2])
             return "201"
@@ -233,10 +245,17 @@ async def run_e2e(spec: Spec) -> dict[str, Any]:
     targets = Targets(spec.urls, spec.seed)
     async with _session() as session:
 
-        async def op(k: int) -> str:
+        async def op(k: int, window: Window) -> str:
             post_to, watch_on = targets.pick(k)
+            start = time.perf_counter()
+
+            def submitted() -> None:
+                now = time.perf_counter()
+                if window.holds(now):
+                    window.to_submitted.append(now - start)
+
             order_id = await post_order(session, post_to, ORDERS[k % 2])
-            return await watch_to_end(session, watch_on, order_id)
+            return await watch_to_end(session, watch_on, order_id, submitted)
 
         return await _closed_loop(spec, op)
 
@@ -249,10 +268,15 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
 
     async def arrival(session: aiohttp.ClientSession, k: int, scheduled: float) -> None:
         post_to, watch_on = targets.pick(k)
+
+        def submitted() -> None:
+            if window.holds(scheduled):
+                window.to_submitted.append(time.perf_counter() - scheduled)
+
         try:
             async with asyncio.timeout(OP_TIMEOUT_S):
                 order_id = await post_order(session, post_to, ORDERS[k % 2])
-                status = await watch_to_end(session, watch_on, order_id)
+                status = await watch_to_end(session, watch_on, order_id, submitted)
         except (aiohttp.ClientError, OSError, TimeoutError, OpError) as exc:
             if window.holds(scheduled):
                 window.errors[_error_kind(exc)] += 1

@@ -43,11 +43,12 @@ class Plan:
     @classmethod
     def full(cls, duration: float) -> Plan:
         # 32 POSTing clients saturate the floor app and the engine's intake here, and 64
-        # watching clients one engine's pipeline (more only queue up); the realistic
-        # profile needs ~90 orders in flight to keep 10 workers busy (routing ~0.2 s, landing
-        # ~1.5 s), so 200 keeps a queue in front of them; its warm-up covers the slowest
-        # landing (2.5 s) so the pipeline is full when the window opens.
-        return cls(1.0, duration, 32, 64, 200, 4.0, 1000, 10_000)
+        # watching clients one engine's pipeline (more only queue up). In the realistic
+        # profile an order spends ~1.5 s landing (0.4-2.5 s), off the workers; a closed
+        # loop of N clients completes at most N / 1.5 s, so 800 leave room for the e2e
+        # rate of the instant profile. The warm-up covers the slowest landing (2.5 s) so the
+        # pipeline is full when the window opens.
+        return cls(1.0, duration, 32, 64, 800, 4.0, 1000, 10_000)
 
     @classmethod
     def smoke(cls) -> Plan:
@@ -153,17 +154,42 @@ async def e2e(ctx: Context) -> list[Row]:
 # -- 4. realistic -----------------------------------------------------------------------------
 
 
-async def realistic(ctx: Context) -> list[Row]:
-    work = ctx.scratch("realistic")
-    async with engine(work, "realistic", store_url=_sqlite(work), profile="realistic") as e:
+async def _realistic_row(
+    ctx: Context, name: str, env: dict[str, str], label: str, rate: float | None = None
+) -> Row:
+    """Closed loop (the most it completes), or paced at `rate` (latency below saturation)."""
+    work = ctx.scratch(name)
+    async with engine(work, name, store_url=_sqlite(work), profile="realistic", env=env) as e:
+        load = (
+            _throughput_spec(ctx, "e2e", [e], concurrency=ctx.plan.realistic_clients)
+            if rate is None
+            else _throughput_spec(ctx, "paced", [e], rate=rate)
+        )
         spec = {
-            **_throughput_spec(ctx, "e2e", [e], concurrency=ctx.plan.realistic_clients),
+            **load,
             "warmup": ctx.plan.realistic_warmup,
             # Expired or slipped orders that exhausted their retries are completed too.
             "count_failed": True,
         }
-        label = "realistic venues, 10 workers"
-        return [await _measure(ctx, spec, [e], row="realistic", label=label)]
+        return await _measure(ctx, spec, [e], row=name, label=label)
+
+
+async def realistic(ctx: Context) -> list[Row]:
+    # Quoted from the streamed pool states (the default), and, for comparison in the same
+    # run, by asking each venue per order (50-250 ms a round trip) as before.
+    streamed = await _realistic_row(ctx, "realistic", {}, "realistic venues, 10 workers")
+    by_rpc = await _realistic_row(
+        ctx,
+        "realistic_rpc",
+        {"ORDER_ENGINE_VENUES_QUOTE_FROM_STREAM": "false"},
+        "realistic, quotes by venue calls",
+    )
+    # How long an order waits before its transaction is sent, at half the most it completes:
+    # a latency at saturation only measures the queue.
+    half = await _realistic_row(
+        ctx, "realistic_half", {}, "realistic paced at max/2", rate=max(streamed["rate"] / 2, 1.0)
+    )
+    return [streamed, by_rpc, half]
 
 
 # -- 5. WebSocket fan-out and idle connections -------------------------------------------------
@@ -271,7 +297,7 @@ ROWS: dict[str, tuple[str, ...]] = {
     "floor": ("floor",),
     "accept": ("accept",),
     "e2e": ("e2e", "e2e_normal", "e2e_half", "e2e_half_normal"),
-    "realistic": ("realistic",),
+    "realistic": ("realistic", "realistic_rpc", "realistic_half"),
     "fanout": ("fanout",),
     "idle": ("idle",),
     "scaled": ("scaled_1", "scaled_2"),
