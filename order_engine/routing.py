@@ -4,12 +4,18 @@ A large order against shallow pools may get more out split across both venues (e
 pays less price impact), as aggregators like Jupiter do; the router searches the split on a
 grid, refines around the best cell, and splits only if that beats the best single venue by
 `split_min_gain_bps`.
+
+The search costs two more round trips to the venues, so it runs only when a split could pay:
+the request that prices the whole order on a venue also prices the smallest leg the search
+makes and a little more than the order, and those bound what any split can gain
+(`_split_gain_bound`). Most orders are ruled out there, whatever their price impact.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,8 +55,18 @@ class Route:
         return len(self.legs) > 1
 
 
-def gain_bps(better: int, worse: int) -> float:
+def gain_bps(better: float, worse: float) -> float:
     return (better - worse) / worse * 10_000 if worse > 0 else float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """One venue's answer for the whole amount, and what bounds a split's gain (None when
+    the venue could not fill that size)."""
+
+    whole: Quote | VenueError
+    slice: Quote | None  # the smallest leg the split search makes
+    beyond: Quote | None  # a sixteenth more than the whole amount
 
 
 class Router:
@@ -72,9 +88,10 @@ class Router:
         self._max_impact = max_price_impact_bps
 
     async def route(self, token_in: Token, token_out: Token, amount_in: int) -> Route:
-        results = await asyncio.gather(
-            *(self._quote(v, token_in, token_out, amount_in) for v in self._venues)
+        probes = await asyncio.gather(
+            *(self._probe(v, token_in, token_out, amount_in) for v in self._venues)
         )
+        results = [p.whole for p in probes]
         quotes = tuple(sorted((r for r in results if isinstance(r, Quote)), key=_best_first))
         named = zip((v.name for v in self._venues), results, strict=True)
         failed = [(name, r) for name, r in named if isinstance(r, VenueError)]
@@ -83,14 +100,13 @@ class Router:
             raise _no_quote_error(failed)
         best = quotes[0]
         route = Route((best,), quotes, skipped, _single_reason(quotes, skipped))
-        if (
-            len(quotes) >= 2
-            and best.price_impact_bps >= self._split_min_gain_bps
-            and _split_can_pay(best, quotes[1])
-        ):
-            split = await self._best_split(quotes[0], quotes[1], token_in, token_out, amount_in)
-            if split is not None:
-                route = Route(split, quotes, skipped, _split_reason(split, best))
+        if len(quotes) >= 2:
+            by_venue = {v.name: p for v, p in zip(self._venues, probes, strict=True)}
+            bound = _split_gain_bound(by_venue[best.venue], by_venue[quotes[1].venue])
+            if gain_bps(best.amount_out + bound, best.amount_out) >= self._split_min_gain_bps:
+                split = await self._best_split(best, quotes[1], token_in, token_out, amount_in)
+                if split is not None:
+                    route = Route(split, quotes, skipped, _split_reason(split, best))
         impact = max(leg.price_impact_bps for leg in route.legs)
         if impact > self._max_impact:
             # Slippage tolerance guards against the market moving after the quote; this
@@ -101,6 +117,30 @@ class Router:
             )
         return route
 
+    async def _probe(
+        self, venue: Venue, token_in: Token, token_out: Token, amount_in: int
+    ) -> _Probe:
+        sizes = [
+            amount_in,
+            self._finest_leg(amount_in),
+            min(amount_in + amount_in // 16 + 1, _U64_MAX),
+        ]
+        try:
+            async with asyncio.timeout(self._timeout):
+                whole, small, beyond = await venue.quote_curve(token_in, token_out, sizes)
+        except TimeoutError:
+            return _Probe(self._timed_out(venue), None, None)
+        except VenueError as exc:
+            return _Probe(exc, None, None)
+        if whole is None:
+            # The curve only says the pools cannot fill it; the quote says why.
+            return _Probe(await self._quote(venue, token_in, token_out, amount_in), None, None)
+        return _Probe(whole, small, beyond)
+
+    def _finest_leg(self, amount: int) -> int:
+        """No leg `_best_split` makes is smaller: its refined grid's step."""
+        return max(1, 2 * (amount // self._steps) // self._steps)
+
     async def _quote(
         self, venue: Venue, token_in: Token, token_out: Token, amount_in: int
     ) -> Quote | VenueError:
@@ -108,11 +148,14 @@ class Router:
             async with asyncio.timeout(self._timeout):
                 return await venue.quote(token_in, token_out, amount_in)
         except TimeoutError:
-            return TransientVenueError(
-                VENUE_TIMEOUT, f"{venue.name} did not quote within {self._timeout * 1000:.0f} ms"
-            )
+            return self._timed_out(venue)
         except VenueError as exc:
             return exc
+
+    def _timed_out(self, venue: Venue) -> TransientVenueError:
+        return TransientVenueError(
+            VENUE_TIMEOUT, f"{venue.name} did not quote within {self._timeout * 1000:.0f} ms"
+        )
 
     async def _curve(
         self, venue: Venue, token_in: Token, token_out: Token, amounts: list[int]
@@ -159,16 +202,83 @@ class Router:
         return (qa, qb)
 
 
-def _split_can_pay(best: Quote, other: Quote) -> bool:
-    """Whether moving part of the order to `other` can pay at all: its pre-trade rate (net
-    of fees) must beat `best`'s rate at the end of its fill, which sits about twice the
-    average price impact below its pre-trade rate (3x leaves a margin). Most orders are
-    small and fail this at once, sparing the search two more round trips to the venues."""
+# Base units of a hop's input that rounding in the pool's favour may cost a fill: each bin
+# it touches (the one swap, on a curve) rounds the fee up, and the input that drains the
+# bin, by under a unit each. A few bins' worth: an order crossing more is too large for
+# a few units more to matter.
+_ROUNDED_UNITS = 4
+# The fee of a slice as small as the search's finest leg is rounded up once in each bin it
+# touches: one, or two across a bin's edge.
+_SLICE_FEE_ROUNDINGS = 2
+# SPL amounts are u64: a venue refuses to quote more.
+_U64_MAX = 2**64 - 1
 
-    def pre_trade(q: Quote) -> float:
-        return q.amount_out / q.amount_in / max(1e-9, 1 - q.price_impact_bps / 10_000)
 
-    return pre_trade(other) > pre_trade(best) * (1 - 3 * best.price_impact_bps / 10_000)
+def _split_gain_bound(best: _Probe, other: _Probe) -> float:
+    """An upper bound on what any split the search can make gains over `best` alone, in
+    base units of the output (inf when the probes cannot give one).
+
+    Along one pool path a venue's output is concave in the input (each unit fills at a
+    price no better than the one before: further along the curve, or in a worse bin), so
+    its average rate only falls with size, and the best of several paths keeps that. No leg
+    the search makes is smaller than the probed slice, so none fills above u, the slice's
+    pre-trade rate (or the whole order's, if higher: rounding a few base units can send a
+    slice down a worse path), and
+
+        A(s) + B(n - s) <= n * max(u_A, u_B)                                           (1)
+
+    Moving t off the best venue A costs at least t times A's marginal rate at the end of
+    its fill, itself at least m_A, the rate of the sixteenth beyond it, so
+
+        A(n - t) + B(t) - A(n) <= t * (u_B - m_A) <= n * max(0, u_B - m_A)             (2)
+
+    as long as one path serves A from the slice to beyond the order (two constant-product
+    paths' curves cross at most once, so that path serves every size in between).
+
+    (1) rules out orders that fill on A near the best rate on offer; (2) those the other
+    venue is worse for than A at the margin, however big. Both allow for what rounding in
+    the pools' favour may have cost the quotes. Neither reads the price impact: a fill
+    inside one bin has none, yet a slice moved to the other venue may still pay."""
+    whole, other_whole = best.whole, other.whole
+    assert isinstance(whole, Quote) and isinstance(other_whole, Quote)
+    if best.slice is None or other.slice is None:
+        return math.inf
+    n = whole.amount_in
+    u_best = max(_rate_ceiling(best.slice), _rate_ceiling(whole))
+    u_other = max(_rate_ceiling(other.slice), _rate_ceiling(other_whole))
+    bound = n * max(u_best, u_other) - whole.amount_out
+    beyond = best.beyond
+    if (
+        beyond is not None
+        and beyond.amount_in > n
+        and _path(best.slice) == _path(whole) == _path(beyond)
+    ):
+        rounding = _rounding_ceiling(whole)
+        marginal = (beyond.amount_out - whole.amount_out - rounding) / (beyond.amount_in - n)
+        bound = min(bound, n * max(0.0, u_other - marginal) + rounding)
+    return bound
+
+
+def _rate_ceiling(q: Quote) -> float:
+    """q's rate with its price impact taken back out: the pre-trade rate along its path,
+    net of fees (output per input, base units). The fee was rounded up, in the pool's
+    favour, which would understate the rate; allowed for, so that it stays a ceiling."""
+    rate = q.amount_out / q.amount_in / max(1e-12, 1 - q.price_impact_bps / 10_000)
+    rounded = sum(_SLICE_FEE_ROUNDINGS / max(1, hop.amount_in - hop.fee) for hop in q.hops)
+    return rate * (1 + rounded)
+
+
+def _rounding_ceiling(q: Quote) -> float:
+    """The most output (base units) rounding in the pools' favour can have cost q."""
+    return sum(
+        _ROUNDED_UNITS * q.amount_out / max(1, hop.amount_in)
+        + q.amount_out / max(1, hop.amount_out)
+        for hop in q.hops
+    )
+
+
+def _path(q: Quote) -> tuple[str, ...]:
+    return tuple(hop.pool_id for hop in q.hops)
 
 
 def _best_first(q: Quote) -> tuple[int, str]:

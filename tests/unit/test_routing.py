@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 
 import pytest
@@ -16,9 +17,11 @@ from order_engine.venues.base import (
     VENUE_DOWN,
     VENUE_TIMEOUT,
     PermanentVenueError,
+    Quote,
     TransientVenueError,
 )
-from order_engine.venues.tokens import REGISTRY
+from order_engine.venues.market_data import usd_to_base
+from order_engine.venues.tokens import REGISTRY, Token
 
 SOL = REGISTRY.resolve("SOL")
 WSOL = REGISTRY.resolve("WSOL")
@@ -47,6 +50,43 @@ def alone(market: SimulatedMarket, amount: int) -> dict[str, int]:
         name: venue.best_quote(SOL, USDC, amount).amount_out
         for name, venue in market.venues.items()
     }
+
+
+def path(quote: Quote) -> list[str]:
+    return [hop.pool_id for hop in quote.hops]
+
+
+def worth(symbol: str, usd: int) -> tuple[Token, int]:
+    token = REGISTRY.resolve(symbol)
+    return token, usd_to_base(REGISTRY.pool_token(token).symbol, Decimal(usd))
+
+
+def optimum(market: SimulatedMarket, token_in: Token, token_out: Token, amount: int) -> int:
+    """The most any split of the amount between the venues gets, on a grid as fine as the
+    router's refined one, or either venue alone."""
+    raydium, meteora = market.venues["Raydium"], market.venues["Meteora"]
+    best = max(v.best_quote(token_in, token_out, amount).amount_out for v in (raydium, meteora))
+    for share in (amount * i // 200 for i in range(1, 200)):
+        best = max(
+            best,
+            raydium.best_quote(token_in, token_out, share).amount_out
+            + meteora.best_quote(token_in, token_out, amount - share).amount_out,
+        )
+    return best
+
+
+async def takes_the_split_if_it_pays(
+    router: Router, market: SimulatedMarket, token_in: Token, token_out: Token, amount: int
+) -> bool:
+    """Asserts the route gets within 1 bps of the optimum, and is split if that pays more
+    than the router's threshold (1 bps) and 1 bps more; returns whether it did."""
+    route = await router.route(token_in, token_out, amount)
+    best = optimum(market, token_in, token_out, amount)
+    order = f"{token_in.format(amount)} {token_in.symbol} to {token_out.symbol}"
+    assert gain_bps(best, route.amount_out) <= 1, f"{order}: {route.reason}"
+    pays = gain_bps(best, route.quotes[0].amount_out) > 2
+    assert route.split or not pays, f"{order}: {route.reason}"
+    return pays
 
 
 async def test_large_order_is_split_and_beats_either_venue_alone(
@@ -120,6 +160,57 @@ async def test_best_single_venue_wins_whichever_it_is(
         assert route.legs[0].venue == max(singles, key=lambda name: singles[name])
         winners.add(route.legs[0].venue)
     assert winners == {"Raydium", "Meteora"}
+
+
+async def test_a_split_that_pays_is_found_when_the_best_venue_fills_inside_one_bin() -> None:
+    # Meteora's USDT/USDC bins are 1 bps apart and hold about $10k each: these orders often
+    # fill on it with no price impact at all, yet Raydium may be cheaper at the margin.
+    inside, paid = 0, 0
+    for seed in range(20):
+        market = SimulatedMarket(PROFILES["instant"], seed=seed)
+        market.step(3)
+        router = Router(list(market.venues.values()), quote_timeout=1, split_min_gain_bps=1)
+        for (symbol_in, symbol_out), usd in itertools.product(
+            (("USDT", "USDC"), ("USDC", "USDT")), (3_000, 10_000)
+        ):
+            token_in, amount = worth(symbol_in, usd)
+            token_out = REGISTRY.resolve(symbol_out)
+            quotes = [v.best_quote(token_in, token_out, amount) for v in market.venues.values()]
+            if max(quotes, key=lambda q: q.amount_out).price_impact_bps >= 0.01:
+                continue
+            inside += 1
+            paid += await takes_the_split_if_it_pays(router, market, token_in, token_out, amount)
+    assert inside >= 10
+    assert paid, "no order filling inside one bin is worth splitting: this proves nothing"
+
+
+async def test_the_other_venue_is_judged_by_what_its_slices_get() -> None:
+    # A venue may route a BONK/SOL or USDT/USDC order direct as a whole and through a third
+    # token in small slices (or the other way round): what a slice moved there gets is not
+    # what the whole order would. The best venue's fills here all have price impact of at
+    # least the threshold, so only how the other venue is judged decides.
+    other_path, paid = 0, 0
+    for seed in range(14):
+        market = SimulatedMarket(PROFILES["instant"], seed=seed)
+        market.step(3)
+        router = Router(list(market.venues.values()), quote_timeout=1, split_min_gain_bps=1)
+        for (symbol_in, symbol_out), usd in itertools.product(
+            (("BONK", "SOL"), ("USDT", "USDC")), (6_000, 15_000, 30_000)
+        ):
+            token_in, amount = worth(symbol_in, usd)
+            token_out = REGISTRY.resolve(symbol_out)
+            best, other = sorted(
+                (v.best_quote(token_in, token_out, amount) for v in market.venues.values()),
+                key=lambda q: -q.amount_out,
+            )
+            venue = market.venues[other.venue]
+            sliced = venue.best_quote(token_in, token_out, amount // 200)
+            if best.price_impact_bps < 1 or path(sliced) == path(other):
+                continue
+            other_path += 1
+            paid += await takes_the_split_if_it_pays(router, market, token_in, token_out, amount)
+    assert other_path >= 10
+    assert paid, "no order a slice of which takes another path pays to split: this proves nothing"
 
 
 async def test_no_split_when_it_does_not_gain_enough(market: SimulatedMarket) -> None:
