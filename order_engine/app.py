@@ -16,6 +16,7 @@ from aiohttp import web
 from order_engine.api.auth import ApiKeys, auth_middleware
 from order_engine.api.dashboard import dashboard_routes
 from order_engine.api.http import OrderSubmitter, RestHandlers, error_middleware
+from order_engine.api.market import MarketStreams
 from order_engine.api.openapi import openapi_document
 from order_engine.api.ratelimit import TokenBuckets, rate_limit_middleware
 from order_engine.api.validation import OrderParser
@@ -181,6 +182,9 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         max_message_bytes=settings.server.max_body_bytes,
         trust_forwarded_for=settings.limits.trust_forwarded_for,
     )
+    market_streams = MarketStreams(
+        services.market_data, streams=streams, connections=services.connections
+    )
     openapi_body = orjson.dumps(openapi_document())
 
     async def openapi(request: web.Request) -> web.Response:
@@ -198,6 +202,8 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         app.router.add_get("/api/order/{order_id}", rest.get_order)
         app.router.add_get("/api/orders", rest.list_orders)
         app.router.add_get("/api/orders/stream", streams.firehose)
+        app.router.add_get("/api/market", market_streams.prices)
+        app.router.add_get("/api/market/stream", market_streams.stream)
         app.router.add_get("/api/openapi.json", openapi)
         app.add_routes(dashboard_routes())
     app.router.add_get("/metrics", metrics)

@@ -156,6 +156,40 @@ _SCHEMAS: dict[str, Any] = {
     ),
     "OrderEvent": {"oneOf": [_ref(name) for name in _EVENT_NAMES]},
     **_EVENT_SCHEMAS,
+    "VenuePrice": _obj(
+        ["dex", "price", "slot", "ts"],
+        {
+            "dex": _DEX,
+            "price": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "quote token per base token for the pair's amountIn, fees "
+                "included, as the venue would fill it",
+            },
+            "slot": {"type": "integer", "minimum": 0, "description": "when the price was seen"},
+            "ts": {"type": "number", "description": "unix seconds, when the price was seen"},
+        },
+    ),
+    "PairPrices": _obj(
+        ["pair", "tokenIn", "tokenOut", "base", "quote", "amountIn", "prices"],
+        {
+            "pair": {"type": "string", "examples": ["SOL→USDC"]},
+            "tokenIn": {"type": "string"},
+            "tokenOut": {"type": "string"},
+            "base": {"type": "string", "description": "the token priced"},
+            "quote": {"type": "string", "description": "the token it is priced in"},
+            "amountIn": {**_DECIMAL, "description": "the reference trade, in tokenIn"},
+            "prices": {"type": "array", "items": _ref("VenuePrice")},
+        },
+    ),
+    "MarketPrices": _obj(
+        ["slot", "ts", "pairs"],
+        {
+            "slot": {"type": "integer", "minimum": 0, "description": "the streamed view's slot"},
+            "ts": {"type": "number", "description": "unix seconds"},
+            "pairs": {"type": "array", "items": _ref("PairPrices")},
+        },
+    ),
     "Health": _obj(
         ["status"],
         {"status": {"type": "string"}, "store": {"type": "string"}, "hub": {"type": "string"}},
@@ -330,6 +364,40 @@ _PATHS: dict[str, Any] = {
             "x-websocket": {
                 "receive": {"oneOf": [_ref("OrderEvent"), _ref("StreamWarning"), _ref("Error")]}
             },
+            "responses": {
+                "101": {"description": "switching to WebSocket"},
+                **_errors(400, 401, 429),
+            },
+        }
+    },
+    "/api/market": {
+        "get": {
+            "summary": "Each venue's current price of every pair, from the streamed pools",
+            "operationId": "marketPrices",
+            "description": "Both directions of every pair a venue has a pool for (named as "
+            "orders name them: SOL, not wSOL), each venue's price for a small reference trade "
+            "(`amountIn`, the same on every venue). The first message of /api/market/stream.",
+            "responses": {
+                "200": _json("MarketPrices", "the current prices"),
+                "503": _json(
+                    "Error",
+                    "market data is off (`market_data_off`) or the streamed pools are behind "
+                    "the chain (`market_data_stale`)",
+                ),
+                **_errors(401, 429),
+            },
+        }
+    },
+    "/api/market/stream": {
+        "get": {
+            "summary": "Live venue prices: every pair, then the pairs that change",
+            "operationId": "marketStreamWebSocket",
+            "description": "WebSocket upgrade. The first MarketPrices message has every pair "
+            "(as GET /api/market); each later one only the pairs whose price changed since "
+            "the last, at most four a second (changes in between are coalesced). A client "
+            "that stops reading is disconnected. With market data off or behind the chain: "
+            "one Error message (`market_data_off`, `market_data_stale`), then close 1013.",
+            "x-websocket": {"receive": {"oneOf": [_ref("MarketPrices"), _ref("Error")]}},
             "responses": {
                 "101": {"description": "switching to WebSocket"},
                 **_errors(400, 401, 429),

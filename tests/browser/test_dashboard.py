@@ -157,11 +157,36 @@ async def test_dashboard_streams_orders_and_submits_one(tmp_path: Path) -> None:
         chart = page.locator("#price-chart")
         await expect(chart).to_have_attribute("data-pair", "SOL→USDC")
         await expect(chart).to_have_attribute("data-points", re.compile(r"^([4-9]|[1-9][0-9]+)$"))
+        await expect(chart).to_have_attribute("data-live-points", re.compile(r"^[1-9][0-9]*$"))
         await expect(page.locator("#chart-empty")).to_be_hidden()
 
         if UPDATE_SCREENSHOT:
             SCREENSHOT.parent.mkdir(exist_ok=True)
             await page.screenshot(path=str(SCREENSHOT))
+        assert errors == []
+
+
+async def test_the_price_chart_moves_with_the_market_before_any_order(tmp_path: Path) -> None:
+    port = free_port()
+    # The realistic market drifts on its own: its pools move with no order placed.
+    async with (
+        engine_process(tmp_path, port, ORDER_ENGINE_VENUES_PROFILE="realistic") as engine,
+        aiohttp.ClientSession() as http,
+        browser() as chromium,
+    ):
+        page, errors = await open_dashboard(chromium, engine.url)
+        await expect(page.locator("#market-conn")).to_have_attribute("data-state", "open")
+        chart = page.locator("#price-chart")
+        await expect(chart).to_have_attribute("data-pair", "SOL→USDC")
+        await expect(page.locator("#chart-empty")).to_be_hidden()
+        # The first message gives each venue's price; the drift adds more as it moves them.
+        await expect(chart).to_have_attribute("data-live-points", re.compile(r"^([5-9]|\d{2,})$"))
+        for dex in ("Raydium", "Meteora"):
+            price = page.locator(f'#chart-legend [data-dex="{dex}"] .mono')
+            await expect(price).to_have_text(re.compile(r"^1[45][0-9](\.[0-9]+)?$"))  # USDC per SOL
+        await expect(page.locator("#stat-total")).to_have_text("0")
+        resp = await http.get(f"{engine.url}/api/orders")
+        assert (await resp.json())["orders"] == []
         assert errors == []
 
 

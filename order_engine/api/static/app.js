@@ -3,7 +3,8 @@
 // Sources: the firehose WebSocket (/api/orders/stream: every event of every order, live),
 // GET /api/orders (recent history on every (re)connect), GET /api/order/{id} (an order's
 // events when only its snapshot is known) and, for orders submitted here, the order's own
-// stream (/api/order/status), which replays its history and so misses nothing.
+// stream (/api/order/status), which replays its history and so misses nothing. The chart's
+// lines come from /api/market/stream: each venue's price, live, whether or not orders flow.
 
 const TOKENS = ["SOL", "USDC", "USDT", "BONK", "JUP", "RAY", "WSOL"];
 const STAGES = ["pending", "routing", "building", "submitted", "confirmed"];
@@ -19,7 +20,7 @@ const STAGE_HINT = {
   failed: "to failure",
 };
 const MAX_ORDERS = 300; // kept in memory (and in the table)
-const MAX_POINTS = 400; // chart points per pair
+const MAX_POINTS = 400; // chart points per pair, of quotes and of live prices each
 const HISTORY_LIMIT = 50;
 const DETAIL_PREFETCH = 20; // history orders whose events are fetched for decisions/latency
 const KEY_STORAGE = "order_engine.apiKey";
@@ -32,6 +33,8 @@ const state = {
   orders: new Map(), // orderId -> record
   points: new Map(), // pair key -> [{t, dex, price, won, id}]
   pointKeys: new Set(), // orderId:seq of building events already charted
+  live: new Map(), // pair key -> [{t, dex, price}] from the market stream
+  liveSeen: new Map(), // pair key|dex -> ts of the newest live price charted
   selected: null, // orderId shown in the detail panel
   chartPair: "SOL→USDC",
   chartPairChosen: false,
@@ -445,6 +448,87 @@ function setConn(stateName, text) {
   const box = $("#conn");
   box.dataset.state = stateName;
   $("#conn-text").textContent = text;
+}
+
+// Live prices: every pair's prices first, then the pairs that change (a few times a second).
+const market = { ws: null, attempt: 0, timer: null, refusal: null };
+
+function connectMarket() {
+  clearTimeout(market.timer);
+  if (market.ws) {
+    market.ws.onclose = null;
+    market.ws.close();
+  }
+  setMarketConn("connecting", "connecting…", "live prices: connecting");
+  market.refusal = null;
+  const ws = new WebSocket(wsUrl("/api/market/stream"));
+  market.ws = ws;
+  ws.onmessage = (msg) => {
+    let data;
+    try {
+      data = JSON.parse(msg.data);
+    } catch {
+      return;
+    }
+    if (data.error) {
+      market.refusal = data.error;
+      return;
+    }
+    if (Array.isArray(data.pairs)) {
+      market.attempt = 0;
+      setMarketConn("open", "live", "live prices from the pools the engine follows");
+      addLivePrices(data.pairs);
+      scheduleRender();
+    }
+  };
+  ws.onclose = (ev) => {
+    if (market.ws !== ws) return;
+    market.attempt += 1;
+    const off = market.refusal && market.refusal.code === "market_data_off";
+    // Off is a setting: asking again often would not change it.
+    const cap = off ? 60000 : 15000;
+    const delay = Math.min(cap, 500 * 2 ** (market.attempt - 1)) * (0.75 + Math.random() * 0.5);
+    const why = market.refusal
+      ? market.refusal.message
+      : `disconnected (${ev.code || "no answer"})`;
+    const detail = `live prices: ${why}; retrying in ${Math.ceil(delay / 1000)} s`;
+    if (off) setMarketConn("off", "prices off", detail);
+    else setMarketConn("closed", "retrying…", detail);
+    market.timer = setTimeout(connectMarket, delay);
+  };
+}
+
+function setMarketConn(stateName, text, detail) {
+  const box = $("#market-conn");
+  box.dataset.state = stateName;
+  $("#market-conn-text").textContent = text;
+  box.title = detail;
+  box.setAttribute("aria-label", detail);
+}
+
+function addLivePrices(pairs) {
+  for (const entry of pairs) {
+    const pair = pairOf(entry.tokenIn, entry.tokenOut);
+    let list = state.live.get(pair.key);
+    if (!list) {
+      list = [];
+      state.live.set(pair.key, list);
+    }
+    let unordered = false;
+    for (const q of entry.prices || []) {
+      if (!(q.price > 0)) continue;
+      // A venue whose price did not change is sent again with the time it was first seen.
+      const seen = `${pair.key}|${q.dex}`;
+      if (q.ts <= (state.liveSeen.get(seen) ?? -Infinity)) continue;
+      state.liveSeen.set(seen, q.ts);
+      if (list.length && q.ts < list[list.length - 1].t) unordered = true;
+      // The engine names the token it prices in; this page's own rule decides the chart's.
+      const price = entry.base === pair.base ? q.price : 1 / q.price;
+      list.push({ t: q.ts, dex: q.dex, price });
+    }
+    if (unordered) list.sort((a, b) => a.t - b.t);
+    if (list.length > MAX_POINTS) list.splice(0, list.length - MAX_POINTS);
+  }
 }
 
 function watchOrder(id, tries = 0) {
@@ -1002,7 +1086,7 @@ function renderDecisions(orders) {
 
 function renderPairs() {
   const select = $("#chart-pair");
-  const keys = [...state.points.keys()];
+  const keys = [...new Set([...state.points.keys(), ...state.live.keys()])];
   if (!keys.includes(state.chartPair)) keys.push(state.chartPair);
   keys.sort();
   const current = [...select.options].map((o) => o.value).join(",");
@@ -1021,14 +1105,19 @@ function cssVar(name) {
 
 function drawChart() {
   const canvas = $("#price-chart");
-  const points = state.points.get(state.chartPair) || [];
+  const quoted = state.points.get(state.chartPair) || [];
+  const live = state.live.get(state.chartPair) || [];
+  const points = [...quoted, ...live];
   const { base, quote } = pairOf(...state.chartPair.split("→"));
   canvas.dataset.points = String(points.length);
+  canvas.dataset.livePoints = String(live.length);
   canvas.dataset.pair = state.chartPair;
   $("#chart-empty").hidden = points.length > 0;
 
+  // The legend shows the market's price now when it is streamed, else the latest quote.
   const latest = {};
-  for (const p of points) latest[p.dex] = p;
+  for (const p of quoted) latest[p.dex] = p;
+  for (const p of live) latest[p.dex] = p;
   const legend = VENUES.map((dex) =>
     el(
       "span",
@@ -1043,11 +1132,12 @@ function drawChart() {
   canvas.setAttribute(
     "aria-label",
     points.length
-      ? `${state.chartPair} price per venue, ${points.length} quotes; latest ` +
+      ? `${state.chartPair} price per venue, ${live.length} live prices and ` +
+          `${quoted.length} quotes; latest ` +
           VENUES.filter((d) => latest[d])
             .map((d) => `${d} ${fmtPrice(latest[d].price)}`)
             .join(", ")
-      : `No quotes yet for ${state.chartPair}`,
+      : `No prices yet for ${state.chartPair}`,
   );
 
   const dpr = window.devicePixelRatio || 1;
@@ -1122,16 +1212,32 @@ function drawChart() {
     ctx.fillText(label, x(t), pad.top + h + 8);
   }
 
-  for (const dex of VENUES) {
-    const series = points.filter((p) => p.dex === dex);
-    if (!series.length) continue;
-    const color = cssVar(`--${dex.toLowerCase()}`) || "#888";
-    ctx.strokeStyle = color;
-    ctx.lineWidth = 2;
+  const line = (series, width) => {
+    ctx.lineWidth = width;
     ctx.lineJoin = "round";
     ctx.beginPath();
     series.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.price)) : ctx.moveTo(x(p.t), y(p.price))));
     ctx.stroke();
+  };
+  const colors = Object.fromEntries(
+    VENUES.map((dex) => [dex, cssVar(`--${dex.toLowerCase()}`) || "#888"]),
+  );
+  const streamed = new Set();
+  for (const dex of VENUES) {
+    const prices = live.filter((p) => p.dex === dex);
+    if (!prices.length) continue;
+    streamed.add(dex);
+    ctx.strokeStyle = colors[dex];
+    // A price holds until it changes: the line runs on to the newest time charted.
+    line([...prices, { t: tMax, price: prices[prices.length - 1].price }], 2);
+  }
+  // Quotes are dots, on top of the lines; with no live prices a thin line shows their trend.
+  for (const dex of VENUES) {
+    const series = quoted.filter((p) => p.dex === dex);
+    if (!series.length) continue;
+    const color = colors[dex];
+    ctx.strokeStyle = color;
+    if (!streamed.has(dex)) line(series, 1);
     for (const p of series) {
       ctx.beginPath();
       ctx.arc(x(p.t), y(p.price), p.won ? 4 : 3, 0, Math.PI * 2);
@@ -1180,10 +1286,13 @@ function start() {
     firehose.attempt = 0;
     firehose.everOpened = false;
     connectFirehose();
+    market.attempt = 0;
+    connectMarket();
   });
   new ResizeObserver(() => drawChart()).observe($("#price-chart"));
   window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", scheduleRender);
   connectFirehose();
+  connectMarket();
   scheduleRender();
 }
 
