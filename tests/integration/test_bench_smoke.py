@@ -15,12 +15,12 @@ ROWS = {
     "floor": ["floor"],
     "accept": ["accept"],
     "e2e": ["e2e", "e2e_normal", "e2e_half", "e2e_half_normal"],
-    "realistic": ["realistic"],
+    "realistic": ["realistic", "realistic_rpc", "realistic_half"],
     "fanout": ["fanout"],
     "idle": ["idle"],
     "scaled": ["scaled_1", "scaled_2"],
 }
-TARGETS = {"e2e", "e2e_half", "realistic", "fanout", "idle", "scaled_2"}
+TARGETS = {"e2e", "e2e_half", "realistic", "realistic_half", "fanout", "idle", "scaled_2"}
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         for row in rows:
             assert row in summary, f"{row} missing from {sorted(summary)}"
             assert row in out or summary[row]["label"] in out
-    for row in ("floor", "accept", "e2e", "e2e_normal", "e2e_half", "realistic"):
+    for row in ("floor", "accept", "e2e", "e2e_normal", "e2e_half", "realistic", "realistic_half"):
         assert summary[row]["rate"] > 0, (row, summary[row])
         assert summary[row]["latency_ms"]["p99"] > 0, (row, summary[row])
         assert summary[row]["peak_rss_bytes"] > 0, (row, summary[row])
@@ -57,6 +57,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert summary["fanout"]["spread_ms"] is not None
     assert summary["idle"]["live"] == summary["idle"]["watchers"], summary["idle"]
     assert summary["idle"]["rss_after"] > 0
+    assert summary["realistic_half"]["submitted_ms"]["p50"] > 0, summary["realistic_half"]
     verdicts = {t["row"]: t for t in result["targets"]}
     assert set(verdicts) == TARGETS
 
