@@ -32,6 +32,7 @@ from order_engine.routing import Router
 from order_engine.store import Store, store_from_url
 from order_engine.venues import SimulatedMarket
 from order_engine.venues.base import Market, Venue
+from order_engine.venues.remote import RemoteMarket
 from order_engine.venues.tokens import REGISTRY
 
 log = logging.getLogger("order_engine.app")
@@ -138,9 +139,12 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
 
 
 def feed_source(market: Market) -> FeedSource | None:
-    """Where this process follows the pools from: the chain in this process."""
+    """Where this process follows the pools from: the chain in this process, or the chain
+    service's account stream."""
     if isinstance(market, SimulatedMarket):
         return LocalFeedSource(market.feed)
+    if isinstance(market, RemoteMarket):
+        return market.feed_source
     return None
 
 

@@ -1,6 +1,7 @@
 """Venues and a chain that live in another process: the chain service
 (`python -m order_engine.chain`), shared by every engine replica. A real RPC or DEX adapter
-would take this module's place.
+would take this module's place. The chain's account stream comes over the service's
+`/feed` WebSocket (`RemoteFeedSource`), as a Solana node's accountSubscribe would.
 
 Failures keep their meaning across the wire: an error the service answers is re-raised as
 the same code and transience. When the service cannot be reached, or answers something that
@@ -12,13 +13,15 @@ and for a transaction asks again later. A status is never guessed, since reporti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import quote as quote_path
 
 import aiohttp
 import orjson
 
+from order_engine.market.follow import FeedBroken
 from order_engine.venues.base import (
     VENUE_DOWN,
     PermanentVenueError,
@@ -29,6 +32,8 @@ from order_engine.venues.base import (
     TxStatus,
     VenueError,
 )
+from order_engine.venues.feed import FeedMessage
+from order_engine.venues.feed_wire import decode_message
 from order_engine.venues.market import VENUE_NAMES
 from order_engine.venues.tokens import Token
 from order_engine.venues.wire import (
@@ -53,6 +58,14 @@ SessionSource = aiohttp.ClientSession | Callable[[], aiohttp.ClientSession]
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 # The service caps one long poll at 30 s; `wait` asks again until its own deadline.
 LONG_POLL_S = 30.0
+# The stream says the slot every 400 ms even when no pool moves: ten slots of silence
+# mean the connection is dead, whatever TCP believes.
+FEED_SILENCE_S = 4.0
+FEED_CONNECT_TIMEOUT_S = 5.0
+# A close is a courtesy: a dead connection must not hold the follower up for long.
+FEED_CLOSE_TIMEOUT_S = 1.0
+# A snapshot grows with the pools (tens of kB today); far above that, far below abuse.
+FEED_MAX_MESSAGE_BYTES = 64 * 2**20
 
 
 class ChainServiceUnavailable(RuntimeError):
@@ -235,9 +248,92 @@ class RemoteChain:
             ) from exc
 
 
+class RemoteFeedSource:
+    """The chain service's account stream (its `/feed` WebSocket) as a `FeedSource`.
+
+    Whatever ends a subscription from outside, it ends in `FeedBroken`, for the follower
+    to resubscribe after the last message it applied: the connection refused or lost,
+    the service closing it (a lagging subscriber, a shutdown), a message that is not ours
+    to read, or silence longer than `silence_s`."""
+
+    def __init__(
+        self,
+        session: SessionSource,
+        base_url: str,
+        *,
+        silence_s: float = FEED_SILENCE_S,
+        connect_timeout: float = FEED_CONNECT_TIMEOUT_S,
+    ) -> None:
+        self._session = session
+        self.url = base_url.rstrip("/") + "/feed"
+        self._silence_s = silence_s
+        self._connect_timeout = connect_timeout
+
+    @asynccontextmanager
+    async def subscribe(
+        self, after_seq: int | None, stream_id: str | None
+    ) -> AsyncIterator[RemoteFeedSubscription]:
+        params = {}
+        if after_seq is not None:
+            params["after"] = str(after_seq)
+        if stream_id is not None:
+            params["stream"] = stream_id
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                ws = await self._session_now().ws_connect(
+                    self.url,
+                    params=params,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=FEED_CLOSE_TIMEOUT_S),
+                    autoping=True,
+                    max_msg_size=FEED_MAX_MESSAGE_BYTES,
+                    # orjson reads the frame's bytes: no str made per message.
+                    decode_text=False,
+                )
+        except TimeoutError as exc:
+            raise FeedBroken(
+                f"the chain service's stream did not open within {self._connect_timeout:g} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise FeedBroken(f"cannot subscribe to {self.url}: {exc}") from exc
+        try:
+            yield RemoteFeedSubscription(ws, self._silence_s)
+        finally:
+            await ws.close()
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        source = self._session
+        return source if isinstance(source, aiohttp.ClientSession) else source()
+
+
+class RemoteFeedSubscription:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool], silence_s: float) -> None:
+        self._ws = ws
+        self._silence_s = silence_s
+
+    async def next(self) -> FeedMessage:
+        """The next message. Raises FeedBroken once the stream can bring no more."""
+        try:
+            msg = await self._ws.receive(timeout=self._silence_s)
+        except TimeoutError as exc:
+            raise FeedBroken(
+                f"the chain service's stream was silent for {self._silence_s:g} s"
+            ) from exc
+        if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+            try:
+                return decode_message(msg.data)
+            except WireError as exc:
+                raise FeedBroken(f"the chain service sent an unreadable message: {exc}") from exc
+        if msg.type is aiohttp.WSMsgType.ERROR:
+            raise FeedBroken(f"the chain service's stream failed: {msg.data}")
+        reason = f": {msg.extra}" if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra else ""
+        raise FeedBroken(
+            f"the chain service closed the stream (code {self._ws.close_code}{reason})"
+        )
+
+
 class RemoteMarket:
     """The chain service as a market: duck-compatible with SimulatedMarket for `.venues`,
-    `.chain`, `start()` and `stop()`."""
+    `.chain`, `start()` and `stop()`; its account stream is `.feed_source`."""
 
     def __init__(
         self,
@@ -254,6 +350,7 @@ class RemoteMarket:
             for name in venue_names
         }
         self.chain = RemoteChain(self._require_session, self.url, timeout=timeout)
+        self.feed_source = RemoteFeedSource(self._require_session, self.url)
 
     async def start(self) -> None:
         if self._session is not None:
