@@ -64,8 +64,6 @@ def replica_id(settings: Settings) -> str:
 
 def build_market(settings: Settings) -> Market:
     if settings.venues.chain_url:
-        from order_engine.venues.remote import RemoteMarket
-
         return RemoteMarket(settings.venues.chain_url)
     return SimulatedMarket(settings.profile, seed=settings.venues.seed)
 

@@ -47,6 +47,7 @@ class MarketData:
         self.slot = 0  # the last slot the stream told
         self.market_time = 0.0  # the market's clock, which DLMM fees decay by
         self.resyncs = 0  # snapshots taken after the first
+        self._snapshots = 0
         self._heard_at = -math.inf  # when (our clock) the stream last said anything
         self._connected = False
         self._pools: dict[str, tuple[str, Pool]] = {}  # pool id -> (venue, mirror)
@@ -97,12 +98,19 @@ class MarketData:
         """The stream broke: quotes fall back until it is followed again."""
         self._connected = False
 
+    def forget(self) -> None:
+        """The view cannot be trusted: quotes fall back, and the next subscription starts
+        from a snapshot."""
+        self._connected = False
+        self.stream_id = None
+
     def on_update(self, listener: Listener) -> None:
         """Call `listener` after each pool update is applied (triggers, live prices)."""
         self._listeners.append(listener)
 
     def _reset(self, snapshot: Snapshot) -> None:
-        if self.stream_id is not None:
+        self._snapshots += 1
+        if self._snapshots > 1:
             self.resyncs += 1
             log.info(
                 "market data: resynchronised from a snapshot at seq %d (stream %s)",

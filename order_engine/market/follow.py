@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 from order_engine.market.data import MarketData, StreamGap
-from order_engine.venues.feed import AccountFeed, FeedClosed, FeedLagged, FeedMessage
+from order_engine.venues.feed import AccountFeed, FeedBroken, FeedClosed, FeedLagged, FeedMessage
 
 log = logging.getLogger("order_engine.market")
 
@@ -26,10 +26,6 @@ class FeedSource(Protocol):
     def subscribe(
         self, after_seq: int | None, stream_id: str | None
     ) -> AbstractAsyncContextManager[FeedSubscriptionLike]: ...
-
-
-class FeedBroken(Exception):
-    """The connection carrying the stream broke (remote sources raise it)."""
 
 
 class LocalFeedSource:
@@ -64,5 +60,10 @@ async def follow(
             log.warning(
                 "market data: stream broken (%s); resubscribing after seq %d", exc, data.seq
             )
+        except Exception:
+            # A message that could not be applied may have left a pool half updated: the
+            # view starts over from a snapshot rather than quote from it.
+            log.exception("market data: a message could not be applied; resynchronising")
+            data.forget()
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_retry_s)

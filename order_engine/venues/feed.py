@@ -84,6 +84,11 @@ class FeedClosed(Exception):
     """The subscription was closed."""
 
 
+class FeedBroken(Exception):
+    """The connection carrying the stream broke (a remote feed): resubscribe after the last
+    message applied."""
+
+
 class FeedSubscription:
     def __init__(
         self, feed: AccountFeed, first: Snapshot | None, after_seq: int, inbox: int

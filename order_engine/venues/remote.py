@@ -21,7 +21,6 @@ from urllib.parse import quote as quote_path
 import aiohttp
 import orjson
 
-from order_engine.market.follow import FeedBroken
 from order_engine.venues.base import (
     VENUE_DOWN,
     PermanentVenueError,
@@ -32,7 +31,7 @@ from order_engine.venues.base import (
     TxStatus,
     VenueError,
 )
-from order_engine.venues.feed import FeedMessage
+from order_engine.venues.feed import FeedBroken, FeedMessage
 from order_engine.venues.feed_wire import decode_message
 from order_engine.venues.market import VENUE_NAMES
 from order_engine.venues.tokens import Token

@@ -20,7 +20,7 @@ from order_engine.market import LocalFeedSource, MarketData, StreamedVenue, foll
 from order_engine.market.follow import FeedBroken, FeedSubscriptionLike
 from order_engine.venues import SimulatedMarket
 from order_engine.venues.base import PermanentVenueError
-from order_engine.venues.feed import AccountFeed, FeedMessage
+from order_engine.venues.feed import AccountFeed, AccountUpdate, FeedMessage
 from order_engine.venues.profiles import PROFILES
 from order_engine.venues.tokens import REGISTRY, Token
 from order_engine.venues.venue import SimulatedVenue
@@ -237,3 +237,57 @@ async def test_a_venue_whose_quote_call_is_down_is_still_quoted_from_the_stream(
     assert events[-1]["status"] == "confirmed"
     assert {q["dex"] for q in events[2]["data"]["quotes"]} == set(VENUES)
     assert "skipped" not in events[2]["data"]
+
+
+class _Poisoned:
+    """The in-process feed, but the first update it passes on is replaced by one that
+    cannot be applied (as a bug or a corrupt message would make it)."""
+
+    def __init__(self, feed: AccountFeed) -> None:
+        self._feed = LocalFeedSource(feed)
+        self.subscriptions: list[tuple[int | None, str | None]] = []
+        self.poisoned = False
+
+    @asynccontextmanager
+    async def subscribe(
+        self, after_seq: int | None, stream_id: str | None
+    ) -> AsyncIterator[FeedSubscriptionLike]:
+        self.subscriptions.append((after_seq, stream_id))
+        async with self._feed.subscribe(after_seq, stream_id) as sub:
+            yield self._wrap(sub)
+
+    def _wrap(self, sub: FeedSubscriptionLike) -> FeedSubscriptionLike:
+        source = self
+
+        class Wrapped:
+            async def next(self) -> FeedMessage:
+                message = await sub.next()
+                if isinstance(message, AccountUpdate) and not source.poisoned:
+                    source.poisoned = True
+                    return dataclasses.replace(message, pool_id="nowhere", state={})
+                return message
+
+        return Wrapped()
+
+
+async def test_a_message_that_cannot_be_applied_makes_the_view_start_over(
+    market: SimulatedMarket,
+) -> None:
+    data = MarketData(max_staleness_slots=4)
+    source = _Poisoned(market.feed)
+    following = asyncio.create_task(follow(data, source, retry_s=0.01, max_retry_s=0.05))
+    try:
+        async with asyncio.timeout(5):
+            await data.reached(market.feed.last_seq)
+            market.step()  # moves pools: the first update is the poisoned one
+            while len(source.subscriptions) < 2:
+                await data.reached(market.feed.last_seq)
+                market.step()
+            await data.reached(market.feed.last_seq)
+        # Started over from a snapshot (no resume), and the view is right again.
+        assert source.subscriptions[1] == (None, None)
+        assert data.resyncs == 1 and data.fresh()
+        for pool_id, (venue_name, mirror) in data.pools.items():
+            assert mirror.state() == market.venues[venue_name].pools[pool_id].state()
+    finally:
+        following.cancel()
