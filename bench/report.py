@@ -40,6 +40,10 @@ _NUMERIC = (
     "rss_per_conn",
     "host_busy_cores",
     "chain_cpu_s",
+    "cpu_util",
+    "updates_per_s",
+    "follow_cost_util",
+    "follow_cost_per_500",
 )
 
 Run = dict[str, Row]  # row name -> that row's measurement in one run
@@ -128,6 +132,13 @@ _GOALS = (
         lambda r: _get(r, "realistic_half", "submitted_ms", "p50"),
         lambda v: v <= 10,
         lambda v: f"p50 {v:.1f} ms",
+    ),
+    _Goal(
+        "follow",
+        "following 500 updates/s <= 5% of a core",
+        lambda r: _get(r, "follow", "follow_cost_per_500"),
+        lambda v: v <= 0.05,
+        lambda v: f"{v * 100:.1f}% of a core",
     ),
     _Goal(
         "fanout",

@@ -9,6 +9,7 @@ another's), runs the load generator against them and returns one or more rows. A
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import aiohttp
 
 from bench import procfs
 from bench.processes import floor_app, redis_server, run_load
@@ -192,7 +195,71 @@ async def realistic(ctx: Context) -> list[Row]:
     return [streamed, by_rpc, half]
 
 
-# -- 5. WebSocket fan-out and idle connections -------------------------------------------------
+# -- 5. following the market ---------------------------------------------------------------
+
+# A busy market: the chain service steps its market every 36 ms, so its account stream
+# carries some 500 pool updates a second (18 pools) for a replica to follow.
+BUSY_MARKET = """
+[profiles.busy]
+quote_latency_ms = [0.0, 0.0]
+land_latency_ms = [0.0, 0.0]
+drop_rate = 0.0
+drift_interval_ms = 36.0
+"""
+
+
+async def _scrape(url: str, metric: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith(f"{metric} "):
+                return float(line.split()[1])
+    raise RuntimeError(f"{metric} is not exported by {url}")
+
+
+async def _idle_cpu(ctx: Context, name: str, chain: Server, follow: bool) -> Row:
+    """An idle replica's CPU (share of one core) over the window, and the stream's rate."""
+    work = ctx.scratch(name)
+    env = {
+        "ORDER_ENGINE_VENUES_CHAIN_URL": chain.url,
+        "ORDER_ENGINE_VENUES_QUOTE_FROM_STREAM": "true" if follow else "false",
+    }
+    async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+        await asyncio.sleep(ctx.plan.warmup + 1.0)  # the snapshot is taken and applied
+        seq0, cpu0 = await _scrape(e.url, "order_engine_market_data_seq"), procfs.cpu_seconds(e.pid)
+        await asyncio.sleep(ctx.plan.duration)
+        seq1, cpu1 = await _scrape(e.url, "order_engine_market_data_seq"), procfs.cpu_seconds(e.pid)
+        return {
+            "row": name,
+            "cpu_util": (cpu1 - cpu0) / ctx.plan.duration,
+            "updates_per_s": (seq1 - seq0) / ctx.plan.duration,
+            "peak_rss_bytes": _peak_rss([e]),
+        }
+
+
+async def follow(ctx: Context) -> list[Row]:
+    work = ctx.scratch("follow")
+    config = work / "busy.toml"
+    config.write_text(BUSY_MARKET)
+    async with chain_service(work, "--config", str(config), "--profile", "busy") as chain:
+        following = await _idle_cpu(ctx, "follow", chain, follow=True)
+        idle = await _idle_cpu(ctx, "follow_off", chain, follow=False)
+    rate = following["updates_per_s"]
+    # What following costs: the idle replica's CPU with the stream, less without it.
+    cost = following["cpu_util"] - idle["cpu_util"]
+    return [
+        {
+            **following,
+            "label": f"follow the pool stream ({rate:.0f} updates/s), idle replica",
+            "rate": rate,
+            "follow_cost_util": cost,
+            # Scaled to the 500 updates/s of the target, the rate this profile aims at.
+            "follow_cost_per_500": cost * 500 / rate if rate else None,
+        },
+        {**idle, "label": "same replica, quoting by venue calls (not following)"},
+    ]
+
+
+# -- 6. WebSocket fan-out and idle connections -------------------------------------------------
 
 
 @asynccontextmanager
@@ -288,6 +355,7 @@ SCENARIOS: dict[str, Scenario] = {
     "accept": accept,
     "e2e": e2e,
     "realistic": realistic,
+    "follow": follow,
     "fanout": fanout,
     "idle": idle,
     "scaled": scaled,
@@ -298,6 +366,7 @@ ROWS: dict[str, tuple[str, ...]] = {
     "accept": ("accept",),
     "e2e": ("e2e", "e2e_normal", "e2e_half", "e2e_half_normal"),
     "realistic": ("realistic", "realistic_rpc", "realistic_half"),
+    "follow": ("follow", "follow_off"),
     "fanout": ("fanout",),
     "idle": ("idle",),
     "scaled": ("scaled_1", "scaled_2"),

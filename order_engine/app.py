@@ -105,6 +105,7 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         venues = [StreamedVenue(v, market_data, counted=count_quote) for v in venues]
         metrics.market_data_staleness.set_function(market_data.staleness_slots)
         metrics.market_data_resyncs.set_function(lambda: market_data.resyncs)
+        metrics.market_data_seq.set_function(lambda: market_data.seq)
     router = Router(
         venues,
         quote_timeout=settings.engine.quote_timeout_ms / 1000,

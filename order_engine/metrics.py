@@ -59,6 +59,11 @@ class Metrics:
             "How far the streamed pool states may be behind the chain (+Inf: stream down)",
             registry=r,
         )
+        self.market_data_seq = Gauge(
+            "order_engine_market_data_seq",
+            "The last message of the chain's account stream applied (it counts messages)",
+            registry=r,
+        )
         self.market_data_resyncs = Gauge(
             "order_engine_market_data_resyncs",
             "Times the streamed pool states were rebuilt from a snapshot after a break",

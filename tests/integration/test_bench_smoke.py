@@ -16,11 +16,21 @@ ROWS = {
     "accept": ["accept"],
     "e2e": ["e2e", "e2e_normal", "e2e_half", "e2e_half_normal"],
     "realistic": ["realistic", "realistic_rpc", "realistic_half"],
+    "follow": ["follow", "follow_off"],
     "fanout": ["fanout"],
     "idle": ["idle"],
     "scaled": ["scaled_1", "scaled_2"],
 }
-TARGETS = {"e2e", "e2e_half", "realistic", "realistic_half", "fanout", "idle", "scaled_2"}
+TARGETS = {
+    "e2e",
+    "e2e_half",
+    "realistic",
+    "realistic_half",
+    "follow",
+    "fanout",
+    "idle",
+    "scaled_2",
+}
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
@@ -58,6 +68,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert summary["idle"]["live"] == summary["idle"]["watchers"], summary["idle"]
     assert summary["idle"]["rss_after"] > 0
     assert summary["realistic_half"]["submitted_ms"]["p50"] > 0, summary["realistic_half"]
+    assert summary["follow"]["updates_per_s"] > 0, summary["follow"]
     verdicts = {t["row"]: t for t in result["targets"]}
     assert set(verdicts) == TARGETS
 
