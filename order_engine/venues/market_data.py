@@ -1,4 +1,5 @@
-"""The simulated market's starting point: reference prices and every pool, in one place.
+"""The simulated market's starting point: reference prices, how each token moves, and every
+pool, in one place.
 
 Liquidity is of the order of the real pools' (Raydium's constant-product pools a few million
 dollars, Meteora's DLMM pools concentrated in bins around the price), so a few-SOL order
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from order_engine.venues.cpmm import TRADE_FEE_RATE
 from order_engine.venues.tokens import REGISTRY
 
 # USD per whole token. SOL trades as wSOL in every pool.
@@ -25,6 +27,31 @@ REFERENCE_USD: dict[str, Decimal] = {
 
 
 @dataclass(frozen=True, slots=True)
+class Motion:
+    """How a token's fair USD price moves: its log follows a random walk pulled gently back
+    to the reference (Ornstein-Uhlenbeck), so a long run neither freezes nor wanders off the
+    pools' ranges."""
+
+    volatility_bps: float  # std of the log price's move over one second
+    range_bps: float  # std of its distance from the reference in the long run
+
+
+# Per second SOL moves about twice as much as on an exchange, the smaller tokens more (so a
+# run of a few hundred steps sees prices move); the stablecoins move by a tenth of a basis
+# point and stay within a few bps of the dollar.
+MOTION: dict[str, Motion] = {
+    "WSOL": Motion(3.0, 150.0),
+    "USDC": Motion(0.1, 1.0),
+    "USDT": Motion(0.2, 2.0),
+    "BONK": Motion(6.0, 400.0),
+    "JUP": Motion(4.5, 250.0),
+    "RAY": Motion(4.5, 250.0),
+}
+# A token listed later (a launch) moves like the small tokens until it has a line above.
+DEFAULT_MOTION = Motion(6.0, 400.0)
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSpec:
     venue: str  # "Raydium" (constant product) or "Meteora" (DLMM)
     token_x: str
@@ -33,12 +60,17 @@ class PoolSpec:
     bin_step: int = 0  # DLMM only, bps between bins
     base_factor: int = 0  # DLMM only: base fee = base_factor · bin_step · 10 / 10⁹
     bins_each_side: int = 0  # DLMM only
+    trade_fee_rate: int = TRADE_FEE_RATE  # Raydium only, per 10⁶ (its AmmConfig's fee tier)
 
+
+# Raydium's CPMM offers a 1 bps fee tier besides the standard 25 bps one; a stablecoin pool
+# at 25 bps would let its price sit 25 bps off the dollar with no arbitrage to pull it back.
+STABLE_FEE_RATE = 100
 
 #       venue       x       y       TVL (USD)   DLMM: bin step, base factor (fee), bins
 POOLS: tuple[PoolSpec, ...] = (
     PoolSpec("Raydium", "WSOL", "USDC", 12_000_000),
-    PoolSpec("Raydium", "USDT", "USDC", 4_000_000),
+    PoolSpec("Raydium", "USDT", "USDC", 4_000_000, trade_fee_rate=STABLE_FEE_RATE),
     PoolSpec("Raydium", "USDT", "WSOL", 1_500_000),
     PoolSpec("Raydium", "BONK", "WSOL", 3_000_000),
     PoolSpec("Raydium", "BONK", "USDC", 1_000_000),

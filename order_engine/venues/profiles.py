@@ -11,13 +11,15 @@ class Profile:
     quote_latency_ms: tuple[float, float] = (0.0, 0.0)  # uniform range per quote round trip
     land_latency_ms: tuple[float, float] = (0.0, 0.0)  # submit -> landed (or dropped)
     drop_rate: float = 0.0  # share of transactions whose blockhash expires before landing
-    # Market motion: every interval each pool's price deviation from the reference follows
-    # a mean-reverting (Ornstein-Uhlenbeck) step, d' = d(1 - reversion) + N(0, sigma), and
-    # arbitrageurs trade the pool to it. 0 = no background motion (`SimulatedMarket.step`
-    # still moves it on demand).
     # A transaction not landed within this many slots (400 ms each) never will; until
     # then an unseen one may still be in flight. Solana: 150 (a minute).
     blockhash_validity_slots: int = 150
+    # Market motion, one step per interval (0 = no background motion; `SimulatedMarket.step`
+    # still moves the market on demand). Each step every token's fair price moves by its
+    # volatility (`market_data.MOTION`), other traders trade every pool at random, and
+    # arbitrageurs trade the pools back within their fees of the fair prices. The other
+    # traders' net push on a pool, in the bps it would move a constant-product pool's price,
+    # follows d' = d(1 - reversion) + N(0, sigma): they unwind what they bought, slowly.
     drift_interval_ms: float = 0.0
     drift_sigma_bps: float = 8.0
     drift_reversion: float = 0.02
@@ -34,7 +36,8 @@ class Profile:
         if self.drift_interval_ms < 0 or self.drift_sigma_bps < 0:
             raise ValueError("drift_interval_ms and drift_sigma_bps must not be negative")
         if not 0 < self.drift_reversion <= 1:
-            # 0 would be a random walk without a mean: prices would wander off for good.
+            # 0 would be a random walk without a mean: the other traders' push would grow
+            # for good, and arbitrageurs would hold a pool at the edge of its fee band.
             raise ValueError("drift_reversion must be in (0, 1]")
 
 
