@@ -8,6 +8,12 @@ import orjson
 from aiohttp import web
 
 
+def shown(text: str) -> str:
+    """`text` as an answer can quote it: lone surrogates (which no JSON encoder takes) and
+    NUL escaped."""
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+
+
 class ApiError(Exception):
     """A refusal with an HTTP status, a stable machine-readable code and the field at fault."""
 
@@ -27,9 +33,11 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        # Messages and fields may quote what the client sent: a refusal must never fail to
+        # encode, or the client would get a 500 (a closed socket on a WebSocket) instead.
+        error: dict[str, Any] = {"code": self.code, "message": shown(self.message)}
         if self.field is not None:
-            error["field"] = self.field
+            error["field"] = shown(self.field)
         return {"error": error}
 
 

@@ -8,12 +8,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError, error_response, json_response
 from order_engine.api.history import encode_cursor, parse_history_query
-from order_engine.api.validation import OrderParser, parse_json, parse_order_id
+from order_engine.api.validation import (
+    OrderParser,
+    check_request_text,
+    parse_json,
+    parse_order_id,
+)
 from order_engine.engine import Engine, EngineUnavailable, OrderRequest
 from order_engine.hub import Hub
 from order_engine.orders import Order
@@ -29,6 +34,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every refusal is JSON `{"error": {...}}`; nothing a client sends becomes a 500."""
     try:
+        websocket = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+        check_request_text(request.query, request.headers, websocket=websocket)
         return await handler(request)
     except ApiError as exc:
         return error_response(exc)

@@ -216,7 +216,8 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "invalid input (field-level code); on a WebSocket path, not an Upgrade request",
+        400: "invalid input (field-level code; `invalid_text`: NUL or text that is not UTF-8); "
+        "on a WebSocket path, not an Upgrade request, or an API key that is not UTF-8 text",
         401: "an API key is required (when authentication is on)",
         404: "no such order (or another client's)",
         408: "the request body did not arrive in time",

@@ -3,6 +3,11 @@
 Amounts must stay exact, so the body is parsed with every JSON number as a `Decimal` (orjson
 would turn 0.1 into a binary float and a 30-digit integer into 1e30). Unknown fields are
 refused, so a typo such as `slipageBps` never silently means "use the default".
+
+Text is refused unless it is UTF-8 without NUL: a JSON `\\ud800` escape, or header bytes that
+are not UTF-8, arrive as lone surrogates no database can encode, and PostgreSQL refuses NUL
+where SQLite would store it. Both are turned away here, where the field can be named, rather
+than failing in the store's batch of other clients' writes.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from order_engine.api.errors import ApiError, bad_request
+from order_engine.api.errors import ApiError, bad_request, shown
 from order_engine.engine import OrderRequest
 from order_engine.venues.tokens import AmountError, TokenRegistry, UnknownToken
 
@@ -25,6 +31,23 @@ _DECIMAL_STRING = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 _FIELDS = {"tokenIn", "tokenOut", "amount", "slippageBps", "clientOrderId"}
 
 
+def check_text(value: str, field: str, what: str | None = None) -> str:
+    """`value`, if it is UTF-8 text without NUL; else a 400 naming `field` (`what`: how the
+    message calls it, the field by default)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        pass
+    else:
+        if "\x00" not in value:
+            return value
+    raise bad_request(
+        "invalid_text",
+        f"{what or shown(field)} must be UTF-8 text without NUL characters or lone surrogates",
+        shown(field),
+    )
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
@@ -32,6 +55,8 @@ def _refuse_constant(name: str) -> Any:
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
+        # Refused as bad text rather than as an unknown field: such a name is no typo.
+        check_text(key, key, f"field name '{shown(key)}'")
         if key in obj:
             raise ValueError(f"duplicate key {key!r}")
         obj[key] = value
@@ -82,6 +107,8 @@ class OrderParser:
         amount = self._amount(body, token_in)
         slippage = self._slippage(body)
         client_order_id = body.get("clientOrderId")
+        if isinstance(client_order_id, str):
+            check_text(client_order_id, "clientOrderId")
         if client_order_id is not None and (
             not isinstance(client_order_id, str)
             or not 0 < len(client_order_id) <= MAX_CLIENT_ORDER_ID
@@ -96,6 +123,7 @@ class OrderParser:
         )
         if idempotency_key is None:
             return request
+        check_text(idempotency_key, "Idempotency-Key")
         if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or not idempotency_key.isprintable():
             raise bad_request(
                 "invalid_idempotency_key",
@@ -121,6 +149,7 @@ class OrderParser:
             raise bad_request("missing_field", f"{name} is required", name)
         if not isinstance(value, str):
             raise bad_request("invalid_type", f"{name} must be a string", name)
+        check_text(value, name)
         try:
             return self._registry.resolve(value.strip())
         except UnknownToken:
@@ -135,7 +164,7 @@ class OrderParser:
         if value is None:
             raise bad_request("missing_field", "amount is required", "amount")
         if isinstance(value, str):
-            text = value.strip()
+            text = check_text(value, "amount").strip()
             if len(text) > 100 or not _DECIMAL_STRING.match(text):
                 raise bad_request(
                     "invalid_amount", "amount must be a positive decimal number", "amount"
@@ -191,6 +220,7 @@ def request_hash(request: OrderRequest) -> str:
 def parse_order_id(value: str | None, field: str = "orderId") -> str:
     if not value:
         raise bad_request("missing_field", f"{field} is required", field)
+    check_text(value, field)
     try:
         return str(uuid.UUID(value))
     except ValueError:
@@ -200,9 +230,36 @@ def parse_order_id(value: str | None, field: str = "orderId") -> str:
 def parse_after(value: str | None) -> int:
     if value is None:
         return 0
+    check_text(value, "after")
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise bad_request("invalid_after", "after must be a non-negative integer", "after")
     return int(value)
 
 
-__all__ = ["ApiError", "OrderParser", "parse_after", "parse_json", "parse_order_id"]
+def check_request_text(
+    query: Mapping[str, str], headers: Mapping[str, str], *, websocket: bool = False
+) -> None:
+    """Every query parameter (name and value) and the API key, before the authentication or
+    any handler sees them (Idempotency-Key is checked with the order it keys). A WebSocket
+    upgrade has only its key checked here, refused before the upgrade as a wrong key is: the
+    handler refuses the rest after it, as an Error message then 1008, as it does any
+    malformed WebSocket request."""
+    for name, value in query.items():
+        if websocket and name != "apiKey":
+            continue
+        check_text(name, name, f"query parameter name '{shown(name)}'")
+        check_text(value, name)
+    key = headers.get("x-api-key")
+    if key is not None:
+        check_text(key, "x-api-key")
+
+
+__all__ = [
+    "ApiError",
+    "OrderParser",
+    "check_request_text",
+    "check_text",
+    "parse_after",
+    "parse_json",
+    "parse_order_id",
+]

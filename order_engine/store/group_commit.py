@@ -4,6 +4,11 @@ Writers put their write on a queue and await its future. One task drains the que
 batches and hands each batch to the backend's commit function, which resolves every write's
 future (with None, or with the error that write alone deserves). A burst of N events then
 costs one commit (one fsync), not N.
+
+A commit function that raises instead (a row it cannot encode, a value its database refuses:
+an error it does not expect) has committed nothing; the batch is then committed write by
+write, so the one write at fault fails alone, with its own error, and the others of its
+batch commit as if it had never been queued with them.
 """
 
 from __future__ import annotations
@@ -109,9 +114,25 @@ class GroupCommit:
             try:
                 await self._commit(batch)
             except Exception as exc:
-                for write in batch:
-                    fail(write, StoreUnavailable(f"write failed: {exc}"))
+                if len(batch) == 1:
+                    fail(batch[0], exc)
+                else:
+                    await self._commit_each(batch)
                 continue
-            self.batch_sizes.append(len(batch))
-            if self.on_batch is not None:
-                self.on_batch(len(batch))
+            self._record(len(batch))
+
+    async def _commit_each(self, batch: list[Write]) -> None:
+        for write in batch:
+            if write.done.done():
+                continue  # resolved before the commit function raised: not written again
+            try:
+                await self._commit([write])
+            except Exception as exc:
+                fail(write, exc)
+            else:
+                self._record(1)
+
+    def _record(self, size: int) -> None:
+        self.batch_sizes.append(size)
+        if self.on_batch is not None:
+            self.on_batch(size)

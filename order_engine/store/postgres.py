@@ -3,6 +3,8 @@
 Writes are grouped like SQLite's: one transaction per batch. Rule checks never raise inside
 the transaction: the fenced UPDATE returns nothing when the seq is not next, the INSERT of a
 duplicate order does nothing, so one bad write fails alone without rolling back the others.
+A value PostgreSQL or the driver refuses does raise, and rolls the batch back: it is then
+committed write by write (see group_commit), so that write still fails alone.
 """
 
 from __future__ import annotations
@@ -132,6 +134,17 @@ def _arrays(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+def _row_at_fault(exc: Exception) -> bool:
+    """An error of one write's values (text the driver cannot encode, NUL, a number out of
+    range: SQLSTATE class 22 or 23), or one no database outage explains; the same write
+    fails again, the others of its batch need not."""
+    if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+        return True
+    return not isinstance(
+        exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | StoreUnavailable
+    )
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -245,7 +258,9 @@ class PostgresStore:
                 if any(isinstance(w, CreateWrite) and not w.owned for w in batch):
                     # Delivered on commit: idle workers claim at once instead of polling.
                     await conn.execute("SELECT pg_notify($1, '')", NEW_ORDERS_CHANNEL)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:
+            if _row_at_fault(exc):
+                raise  # the group commit retries write by write: only that one fails
             for write in batch:
                 fail(write, StoreUnavailable(f"PostgreSQL write failed: {exc}"))
             return

@@ -3,7 +3,9 @@
 Writers (the API creating orders, workers appending events) put their write on a queue and
 await its future. One writer task drains the queue into batches and commits each batch in a
 single transaction, so a burst of N events costs one fsync, not N. A write that breaks a rule
-(a seq that is not next, a duplicate key) fails alone: the batch is retried item by item.
+(a seq that is not next, a duplicate key) or that the driver cannot bind (text it cannot
+encode) fails alone: the batch is retried item by item. Only an error of the database itself
+(locked, I/O, full) fails the whole batch.
 
 The writer connection lives on a thread of its own and each batch runs there as ONE call,
 from BEGIN to COMMIT: a hop between the event loop and a thread per statement costs more
@@ -199,6 +201,8 @@ class SQLiteStore:
                 succeed(write)
             elif outcome is _RULE_BROKEN:
                 fail(write, await self._rule_error(write))
+            elif isinstance(outcome, Exception) and not _outage(outcome):
+                fail(write, outcome)  # this write's own fault: repeating it fails again
             else:
                 fail(write, StoreUnavailable(f"sqlite write failed: {outcome}"))
 
@@ -210,7 +214,7 @@ class SQLiteStore:
 
     def _commit_sync(self, rows: list[_Rows]) -> list[object]:
         """On the writer thread: the whole batch in one transaction; if a write breaks a
-        rule, roll back and commit each alone so it fails by itself."""
+        rule or cannot be bound, roll back and commit each alone so it fails by itself."""
         conn = self._writer
         assert conn is not None
         creates = [c for r in rows if (c := r[0]) is not None]
@@ -227,6 +231,14 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except (_BatchRejected, sqlite3.IntegrityError):
             conn.execute("ROLLBACK")
+            return [self._commit_one_sync(conn, r) for r in rows]
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if _outage(exc):
+                raise
+            if len(rows) == 1:
+                return [exc]
             return [self._commit_one_sync(conn, r) for r in rows]
         except BaseException:
             if conn.in_transaction:
@@ -250,7 +262,8 @@ class SQLiteStore:
         except (_BatchRejected, sqlite3.IntegrityError):
             conn.execute("ROLLBACK")
             return _RULE_BROKEN
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            # Returned, never raised: the writes before this one are committed already.
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             return exc
@@ -417,6 +430,14 @@ _T = TypeVar("_T")
 # (order row to insert, or None; update row, or None; event row)
 _Rows = tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, tuple[Any, ...]]
 _RULE_BROKEN = object()  # a write's outcome: a seq that is not next, a duplicate key
+
+
+def _outage(exc: Exception) -> bool:
+    """An error of the database (locked, I/O, full, corrupt), not of the row being written:
+    every write would meet it."""
+    return isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError) or (
+        type(exc) is sqlite3.DatabaseError
+    )
 
 
 class _BatchRejected(Exception):
