@@ -18,6 +18,8 @@ from order_engine.venues.tokens import TokenRegistry, UnknownToken
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 _PARAMS = {"status", "tokenIn", "tokenOut", "from", "to", "limit", "cursor"}
+# 9999-12-31T23:59:59Z: the latest time PostgreSQL's timestamptz and Python's datetime share.
+LATEST = 253_402_300_799.0
 
 
 def encode_cursor(order: Order) -> str:
@@ -30,6 +32,10 @@ def _decode_cursor(value: str) -> tuple[float, str]:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         at, order_id = orjson.loads(raw)
         if isinstance(at, bool) or not isinstance(at, int | float) or not isinstance(order_id, str):
+            raise ValueError(value)
+        # Only cursors this API made are valid: a time an order can have, an id of text
+        # every store can compare (PostgreSQL refuses NUL where SQLite would not).
+        if not 0 <= at <= LATEST or "\x00" in order_id or not _encodable(order_id):
             raise ValueError(value)
         return float(at), order_id
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
@@ -56,7 +62,17 @@ def _time(value: str, field: str) -> float:
         seconds = moment.timestamp()
     if not math.isfinite(seconds) or seconds < 0:
         raise bad_request("invalid_time", f"{field} must be a time after 1970", field)
-    return seconds
+    # No order is created after the last second the stores can represent (9999-12-31):
+    # a bound beyond it means the same as that second, in every store.
+    return min(seconds, LATEST)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_history_query(
