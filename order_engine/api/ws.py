@@ -388,7 +388,20 @@ class OrderStreams:
                 order = order or await self._store.get(order_id)
                 if order is None:
                     raise _unknown(order_id)
-                if order.terminal and order.last_seq <= after:
+                if order.last_seq < after:
+                    # No client saw this seq (events are stored before anyone sees them):
+                    # waiting for it would wait forever, past the terminal event too.
+                    raise _Refused(
+                        ApiError(
+                            400,
+                            "invalid_after",
+                            f"after={after} is beyond the order's last event (seq "
+                            f"{order.last_seq})",
+                            "after",
+                        ),
+                        CLOSE_POLICY,
+                    )
+                if order.terminal:
                     return  # resumed after the end: nothing more will come
             last = after
             for event in history:

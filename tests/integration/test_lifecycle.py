@@ -6,6 +6,7 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+from aiohttp import WSCloseCode, WSMsgType
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
@@ -108,6 +109,38 @@ async def test_resume_after_seq(client: TestClient[Any, Application]) -> None:
     assert resumed == everything[2:]
     assert_gap_free(resumed, start=3)
     assert await watch(client, order_id, after=len(everything)) == []
+
+
+async def _refused_after(client: TestClient[Any, Application], order_id: str, after: int) -> Any:
+    url = f"/api/order/status?orderId={order_id}&after={after}"
+    async with client.ws_connect(url) as ws:
+        error = await ws.receive_json(timeout=5)
+        closing = await ws.receive(timeout=5)
+    assert closing.type is WSMsgType.CLOSE and closing.data == WSCloseCode.POLICY_VIOLATION
+    return error["error"]
+
+
+async def test_resume_after_beyond_the_last_event_is_refused_at_once(
+    client: TestClient[Any, Application],
+) -> None:
+    # Finished: nothing will come after its last event.
+    finished = await post_order(client)
+    last = len(await watch(client, finished))
+    error = await _refused_after(client, finished, last + 3)
+    assert (error["code"], error["field"]) == ("invalid_after", "after")
+    # Unfinished: its next events have seqs the client says it has seen; waiting for more
+    # would skip its terminal event and never end.
+    chain = services(client).market.chain
+    chain.hold()
+    try:
+        held = await post_order(client)
+        async with client.ws_connect(f"/api/order/status?orderId={held}") as ws:
+            while (await ws.receive_json(timeout=5))["status"] != "submitted":
+                pass
+        error = await _refused_after(client, held, 10)
+        assert error["code"] == "invalid_after"
+    finally:
+        chain.release()
 
 
 async def test_many_concurrent_orders_each_watched(client: TestClient[Any, Application]) -> None:
