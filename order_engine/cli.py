@@ -21,7 +21,7 @@ from order_engine.config import (
     validate,
 )
 from order_engine.logs import configure as configure_logs
-from order_engine.runtime import install_uvloop
+from order_engine.runtime import install_uvloop, listen
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,9 +100,18 @@ def serve(settings: Settings) -> int:
     configure_logs(settings.server.log_level, settings.server.log_format)
     install_uvloop()
     from order_engine.app import build_app  # after the loop policy is chosen
+    from order_engine.store.sqlite import DatabaseInUse
 
-    app = build_app(settings)
     host, port = settings.server.host, settings.server.port
+    # Bound before start-up, which resumes the database's unfinished orders: an engine
+    # that cannot listen would otherwise take them from the one that does, then hand them
+    # back to nobody.
+    try:
+        sockets = listen(host, port)
+    except OSError as exc:
+        print(f"order-engine: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    app = build_app(settings)
 
     def banner(_: str) -> None:
         shown = "localhost" if host in {"127.0.0.1", "::1"} else host
@@ -119,16 +128,18 @@ def serve(settings: Settings) -> int:
     try:
         web.run_app(
             app,
-            host=host,
-            port=port,
+            sock=sockets,
             print=banner,
             shutdown_timeout=settings.server.shutdown_grace_s + 5,
             access_log=None,
             handle_signals=True,
         )
-    except OSError as exc:
-        print(f"order-engine: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+    except DatabaseInUse as exc:
+        print(f"order-engine: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for sock in sockets:  # a start-up that failed never handed them to a server to close
+            sock.close()
     return 0
 
 

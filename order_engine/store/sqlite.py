@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
 import orjson
@@ -53,6 +56,11 @@ from order_engine.store.rows import (
     OrderRows,
 )
 
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
+
 log = logging.getLogger(__name__)
 
 # SPL amounts are u64, past SQLite's signed INTEGER: they are kept as decimal text.
@@ -80,6 +88,81 @@ WHERE order_id IN (
 )
 RETURNING {_READ}
 """
+
+
+class DatabaseInUse(Exception):
+    """Another process has the database open: one engine per SQLite file."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = f" (pid {pid})" if pid is not None else ""
+        super().__init__(
+            f"{path}: another engine is using it{holder};"
+            " one engine per SQLite file, PostgreSQL for several"
+        )
+        self.path = path
+        self.pid = pid
+
+
+class _ProcessLock:
+    """An exclusive lock on `<database>.lock`, held while any store of this process has the
+    database open, and dropped by the kernel if the process dies.
+
+    The claim of a SQLite store takes over every order leased to another id, since only a
+    dead process could have left them: a second live engine on the file would take the
+    first's orders in flight and send them again. Stores of one process share the lock
+    (tests open several on one file), so it is counted here rather than taken per store:
+    flock would refuse a second descriptor of the same process."""
+
+    _guard = threading.Lock()
+    _held: ClassVar[dict[str, tuple[int, int]]] = {}  # lock file -> (descriptor, stores)
+
+    @classmethod
+    def acquire(cls, database: str) -> str:
+        path = os.path.realpath(database)
+        lock_path = f"{path}.lock"
+        with cls._guard:
+            fd, stores = cls._held.get(lock_path, (-1, 0))
+            if stores == 0:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                if not _try_lock(fd):
+                    pid = _holder(fd)
+                    os.close(fd)
+                    raise DatabaseInUse(path, pid)
+                # For the message a refused engine prints: where to look for the other one.
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            cls._held[lock_path] = (fd, stores + 1)
+        return lock_path
+
+    @classmethod
+    def release(cls, lock_path: str) -> None:
+        with cls._guard:
+            fd, stores = cls._held.pop(lock_path)
+            if stores > 1:
+                cls._held[lock_path] = (fd, stores - 1)
+            else:
+                # The file stays: removing it would let a process that opened it just now
+                # lock a name nobody else locks any more.
+                os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    """False if another process holds the lock; never waits."""
+    try:
+        if sys.platform == "win32":
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
+def _holder(fd: int) -> int | None:
+    try:
+        return int(os.read(fd, 32))
+    except (OSError, ValueError):  # not written yet, or unreadable under a mandatory lock
+        return None
 
 
 def event_row(event: OrderEvent) -> tuple[Any, ...]:
@@ -124,6 +207,7 @@ class SQLiteStore:
         self._reader: aiosqlite.Connection | None = None
         self._writes = GroupCommit(self._commit_batch, max_batch=max_batch, name="sqlite-writer")
         self._closed = False
+        self._lock: str | None = None
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -140,25 +224,42 @@ class SQLiteStore:
         return self._owner
 
     async def open(self) -> None:
-        if self._path != ":memory:":
+        """Raises DatabaseInUse if another process has the file open."""
+        if self._path != ":memory:":  # nobody else can reach a memory database
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        await self._on_writer(self._open_writer)
-        self._reader = await aiosqlite.connect(self._path, isolation_level=None)
-        await self._reader.execute("PRAGMA busy_timeout=5000")
+            self._lock = _ProcessLock.acquire(self._path)
+        try:
+            await self._on_writer(self._open_writer)
+            self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+            await self._reader.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            self._unlock()
+            raise
         self._writes.start()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        await self._writes.stop()
-        await self._disconnect()
+        try:
+            await self._writes.stop()
+            await self._disconnect()
+        finally:
+            self._unlock()
 
     async def abort(self) -> None:
         """Stop without finishing queued writes, as a crash would (tests of recovery)."""
         self._closed = True
-        await self._writes.abort()
-        await self._disconnect()
+        try:
+            await self._writes.abort()
+            await self._disconnect()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            _ProcessLock.release(self._lock)
+            self._lock = None
 
     async def _disconnect(self) -> None:
         if self._reader is not None:
