@@ -100,7 +100,7 @@ def serve(settings: Settings) -> int:
     configure_logs(settings.server.log_level, settings.server.log_format)
     install_uvloop()
     from order_engine.app import build_app  # after the loop policy is chosen
-    from order_engine.store.sqlite import DatabaseInUse
+    from order_engine.store.sqlite_lock import DatabaseInUse
 
     host, port = settings.server.host, settings.server.port
     # Bound before start-up, which resumes the database's unfinished orders: an engine

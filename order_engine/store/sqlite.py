@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
@@ -55,11 +52,7 @@ from order_engine.store.rows import (
     Dialect,
     OrderRows,
 )
-
-if sys.platform == "win32":
-    import msvcrt
-else:
-    import fcntl
+from order_engine.store.sqlite_lock import ProcessLock
 
 log = logging.getLogger(__name__)
 
@@ -88,81 +81,6 @@ WHERE order_id IN (
 )
 RETURNING {_READ}
 """
-
-
-class DatabaseInUse(Exception):
-    """Another process has the database open: one engine per SQLite file."""
-
-    def __init__(self, path: str, pid: int | None) -> None:
-        holder = f" (pid {pid})" if pid is not None else ""
-        super().__init__(
-            f"{path}: another engine is using it{holder};"
-            " one engine per SQLite file, PostgreSQL for several"
-        )
-        self.path = path
-        self.pid = pid
-
-
-class _ProcessLock:
-    """An exclusive lock on `<database>.lock`, held while any store of this process has the
-    database open, and dropped by the kernel if the process dies.
-
-    The claim of a SQLite store takes over every order leased to another id, since only a
-    dead process could have left them: a second live engine on the file would take the
-    first's orders in flight and send them again. Stores of one process share the lock
-    (tests open several on one file), so it is counted here rather than taken per store:
-    flock would refuse a second descriptor of the same process."""
-
-    _guard = threading.Lock()
-    _held: ClassVar[dict[str, tuple[int, int]]] = {}  # lock file -> (descriptor, stores)
-
-    @classmethod
-    def acquire(cls, database: str) -> str:
-        path = os.path.realpath(database)
-        lock_path = f"{path}.lock"
-        with cls._guard:
-            fd, stores = cls._held.get(lock_path, (-1, 0))
-            if stores == 0:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-                if not _try_lock(fd):
-                    pid = _holder(fd)
-                    os.close(fd)
-                    raise DatabaseInUse(path, pid)
-                # For the message a refused engine prints: where to look for the other one.
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-            cls._held[lock_path] = (fd, stores + 1)
-        return lock_path
-
-    @classmethod
-    def release(cls, lock_path: str) -> None:
-        with cls._guard:
-            fd, stores = cls._held.pop(lock_path)
-            if stores > 1:
-                cls._held[lock_path] = (fd, stores - 1)
-            else:
-                # The file stays: removing it would let a process that opened it just now
-                # lock a name nobody else locks any more.
-                os.close(fd)
-
-
-def _try_lock(fd: int) -> bool:
-    """False if another process holds the lock; never waits."""
-    try:
-        if sys.platform == "win32":
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        else:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (BlockingIOError, PermissionError):
-        return False
-    return True
-
-
-def _holder(fd: int) -> int | None:
-    try:
-        return int(os.read(fd, 32))
-    except (OSError, ValueError):  # not written yet, or unreadable under a mandatory lock
-        return None
 
 
 def event_row(event: OrderEvent) -> tuple[Any, ...]:
@@ -227,7 +145,7 @@ class SQLiteStore:
         """Raises DatabaseInUse if another process has the file open."""
         if self._path != ":memory:":  # nobody else can reach a memory database
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            self._lock = _ProcessLock.acquire(self._path)
+            self._lock = ProcessLock.acquire(self._path)
         try:
             await self._on_writer(self._open_writer)
             self._reader = await aiosqlite.connect(self._path, isolation_level=None)
@@ -258,7 +176,7 @@ class SQLiteStore:
 
     def _unlock(self) -> None:
         if self._lock is not None:
-            _ProcessLock.release(self._lock)
+            ProcessLock.release(self._lock)
             self._lock = None
 
     async def _disconnect(self) -> None:
