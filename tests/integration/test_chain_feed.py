@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from order_engine.chain import build_chain_app
-from order_engine.chain.server import FEEDS
+from order_engine.chain.feed import FEEDS
 from order_engine.market import MarketData, StreamedVenue, follow
 from order_engine.market.follow import FeedBroken, FeedSubscriptionLike
 from order_engine.venues import SimulatedMarket
