@@ -27,8 +27,8 @@ from order_engine.api.ws import (
     Connections,
     OrderStreams,
     SlowConsumer,
-    _abort,
-    _close,
+    abort_connection,
+    close_socket,
 )
 from order_engine.market import MarketData
 from order_engine.venues.base import AMOUNT_TOO_SMALL, PermanentVenueError
@@ -295,12 +295,12 @@ class MarketStreams:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """GET /api/market/stream upgraded: every pair's prices, then the pairs that changed,
         at most once per interval."""
-        ws = await self._streams._open(request)
+        ws = await self._streams.open(request)
         try:
             try:
                 board = self._serving()
             except ApiError as exc:
-                await self._streams._refuse(ws, request, exc, CLOSE_TRY_AGAIN)
+                await self._streams.refuse(ws, request, exc, CLOSE_TRY_AGAIN)
                 return ws
             board.watchers += 1
             try:
@@ -325,7 +325,7 @@ class MarketStreams:
     async def _watch(
         self, ws: web.WebSocketResponse, request: web.BaseRequest, board: PriceBoard
     ) -> None:
-        reader = asyncio.create_task(self._streams._drain_incoming(ws), name="market-read")
+        reader = asyncio.create_task(self._streams.drain_incoming(ws), name="market-read")
         pump = asyncio.create_task(self._pump(ws, board), name="market")
         try:
             await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
@@ -336,19 +336,19 @@ class MarketStreams:
         error = None if pump.cancelled() else pump.exception()
         if isinstance(error, SlowConsumer):
             log.info("closing a market stream that does not read")
-            _abort(request)
+            abort_connection(request)
         elif isinstance(error, _Stale):
-            await self._streams._refuse(ws, request, _stale(), CLOSE_TRY_AGAIN)
+            await self._streams.refuse(ws, request, _stale(), CLOSE_TRY_AGAIN)
         elif error is not None and not ws.closed:
             log.error("market stream failed", exc_info=error)
-            await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error")
+            await close_socket(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error")
 
     async def _pump(self, ws: web.WebSocketResponse, board: PriceBoard) -> None:
         assert self._data is not None
         loop = asyncio.get_running_loop()
         first = self._message(board.current())
         sent = board.version
-        await self._send(ws, first)
+        await self.send(ws, first)
         next_at = loop.time() + self._interval
         while True:
             with contextlib.suppress(TimeoutError):
@@ -362,7 +362,7 @@ class MarketStreams:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             changed = board.since(sent)
             sent = board.version
-            await self._send(ws, self._message(changed))
+            await self.send(ws, self._message(changed))
             next_at = loop.time() + self._interval
 
     def _message(self, pairs: Sequence[PairPrices]) -> dict[str, Any]:
@@ -373,5 +373,5 @@ class MarketStreams:
             "pairs": [p.to_json() for p in pairs],
         }
 
-    async def _send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
-        await self._streams._send(ws, message)
+    async def send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+        await self._streams.send(ws, message)

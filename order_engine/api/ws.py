@@ -129,12 +129,12 @@ class Connections:
     async def close_all(self, code: int, message: bytes) -> None:
         sockets = [(ws, self._requests.get(ws)) for ws in self._open]
         await asyncio.gather(
-            *(_close(ws, request, code, message) for ws, request in sockets),
+            *(close_socket(ws, request, code, message) for ws, request in sockets),
             return_exceptions=True,
         )
 
 
-async def _close(
+async def close_socket(
     ws: web.WebSocketResponse, request: web.BaseRequest | None, code: int, message: bytes
 ) -> None:
     try:
@@ -143,10 +143,10 @@ async def _close(
     except TimeoutError:
         # A peer that does not read cannot receive the close frame either.
         if request is not None:
-            _abort(request)
+            abort_connection(request)
 
 
-def _abort(request: web.BaseRequest) -> None:
+def abort_connection(request: web.BaseRequest) -> None:
     """Drop the connection with what is still queued for it: a graceful close would wait
     for a peer that does not read to take that first, which may be never."""
     transport = request.transport
@@ -187,13 +187,13 @@ class OrderStreams:
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         """GET /api/order/status?orderId=&after= upgraded: the order's events, then close."""
-        ws = await self._open(request)
+        ws = await self.open(request)
         try:
             try:
                 order_id = parse_order_id(request.query.get("orderId"))
                 after = parse_after(request.query.get("after"))
             except ApiError as exc:
-                await self._refuse(ws, request, exc, CLOSE_POLICY)
+                await self.refuse(ws, request, exc, CLOSE_POLICY)
                 return ws
             await self._serve(ws, request, order_id, after, request.get(CLIENT))
         finally:
@@ -203,13 +203,13 @@ class OrderStreams:
     async def execute(self, request: web.Request) -> web.StreamResponse:
         """GET /api/orders/execute upgraded: the first message is the order; the reply is
         `{orderId, status, message}`, then the order's whole stream on this connection."""
-        ws = await self._open(request)
+        ws = await self.open(request)
         try:
             try:
                 async with asyncio.timeout(self._first_message_timeout):
                     msg = await ws.receive()
             except TimeoutError:
-                await self._refuse(
+                await self.refuse(
                     ws,
                     request,
                     ApiError(400, "timeout", "no order received in time"),
@@ -229,14 +229,14 @@ class OrderStreams:
                     raise store_refusal(exc) from None
             except ApiError as exc:
                 close = CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_POLICY
-                await self._refuse(ws, request, exc, close)
+                await self.refuse(ws, request, exc, close)
                 return ws
             accepted = {
                 "orderId": order.order_id,
                 "status": order.status.value,
                 "message": "Order submitted successfully.",
             }
-            await self._send(ws, accepted)
+            await self.send(ws, accepted)
             await self._serve(ws, request, order.order_id, 0, client)
         finally:
             self._connections.discard(ws)
@@ -250,16 +250,16 @@ class OrderStreams:
         try:
             wanted = self._firehose_filter(request)
         except ApiError as exc:
-            ws = await self._open(request)
-            await self._refuse(ws, request, exc, CLOSE_POLICY)
+            ws = await self.open(request)
+            await self.refuse(ws, request, exc, CLOSE_POLICY)
             self._connections.discard(ws)
             return ws
         # Subscribed before the handshake completes: nothing published after the client
         # sees the connection open is missed.
         async with self._hub.subscribe_all() as sub:
-            ws = await self._open(request)
+            ws = await self.open(request)
             try:
-                reader = asyncio.create_task(self._drain_incoming(ws), name="firehose-read")
+                reader = asyncio.create_task(self.drain_incoming(ws), name="firehose-read")
                 pump = asyncio.create_task(self._pump(ws, sub, wanted), name="firehose")
                 await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
                 for task in (reader, pump):
@@ -268,13 +268,13 @@ class OrderStreams:
                 error = None if pump.cancelled() else pump.exception()
                 if isinstance(error, SlowConsumer):
                     log.info("closing a firehose that does not read")
-                    _abort(request)
+                    abort_connection(request)
                 elif isinstance(error, StoreError):
                     unavailable = ApiError(503, "store_unavailable", "storage is unavailable")
-                    await self._refuse(ws, request, unavailable, CLOSE_TRY_AGAIN)
+                    await self.refuse(ws, request, unavailable, CLOSE_TRY_AGAIN)
                 elif error is not None and not ws.closed:
                     log.error("firehose failed", exc_info=error)
-                    await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error")
+                    await close_socket(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error")
             finally:
                 self._connections.discard(ws)
         return ws
@@ -293,13 +293,13 @@ class OrderStreams:
         while True:
             event = await sub.next()
             if event is None:
-                await self._send(ws, LAGGED)
+                await self.send(ws, LAGGED)
                 continue
             if f.statuses and event.status not in f.statuses:
                 continue
             if f.needs_order and not f.matches(await self._order_facts(event.order_id)):
                 continue
-            await self._send(ws, event.to_message())
+            await self.send(ws, event.to_message())
 
     async def _order_facts(self, order_id: str) -> tuple[str, str, str | None] | None:
         """(tokenIn, tokenOut, client) of an order, remembered: it never changes."""
@@ -316,7 +316,7 @@ class OrderStreams:
 
     # -- streaming ----------------------------------------------------------------------
 
-    async def _open(self, request: web.Request) -> web.WebSocketResponse:
+    async def open(self, request: web.Request) -> web.WebSocketResponse:
         client = client_key(request, self._trust_forwarded_for)
         self._connections.admit(client)
         ws = web.WebSocketResponse(
@@ -345,7 +345,7 @@ class OrderStreams:
         client: str | None,
     ) -> None:
         """Stream until the terminal event is sent or the client goes away."""
-        reader = asyncio.create_task(self._drain_incoming(ws), name=f"ws-read-{order_id}")
+        reader = asyncio.create_task(self.drain_incoming(ws), name=f"ws-read-{order_id}")
         streamer = asyncio.create_task(
             self._stream(ws, order_id, after, client), name=f"ws-{order_id}"
         )
@@ -360,18 +360,18 @@ class OrderStreams:
             return
         error = streamer.exception()
         if error is None:
-            await _close(ws, request, WSCloseCode.OK, b"order finished")
+            await close_socket(ws, request, WSCloseCode.OK, b"order finished")
         elif isinstance(error, _Refused):
-            await self._refuse(ws, request, error.api_error, error.close_code)
+            await self.refuse(ws, request, error.api_error, error.close_code)
         elif isinstance(error, SlowConsumer):
             log.info("[%s] closing a WebSocket that does not read", order_id)
-            _abort(request)
+            abort_connection(request)
         elif isinstance(error, StoreError):
             unavailable = ApiError(503, "store_unavailable", "storage is unavailable")
-            await self._refuse(ws, request, unavailable, CLOSE_TRY_AGAIN)
+            await self.refuse(ws, request, unavailable, CLOSE_TRY_AGAIN)
         else:
             log.error("[%s] stream failed", order_id, exc_info=error)
-            await _close(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error")
+            await close_socket(ws, request, WSCloseCode.INTERNAL_ERROR, b"internal error")
 
     async def _stream(
         self, ws: web.WebSocketResponse, order_id: str, after: int, client: str | None
@@ -425,10 +425,10 @@ class OrderStreams:
                 sub.position = last
 
     async def _send_event(self, ws: web.WebSocketResponse, event: OrderEvent) -> int:
-        await self._send(ws, event.to_message())
+        await self.send(ws, event.to_message())
         return event.seq
 
-    async def _send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    async def send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
         try:
             async with asyncio.timeout(self._send_timeout):
                 await ws.send_str(orjson.dumps(message).decode())
@@ -436,18 +436,18 @@ class OrderStreams:
             raise SlowConsumer from None
 
     @staticmethod
-    async def _drain_incoming(ws: web.WebSocketResponse) -> None:
+    async def drain_incoming(ws: web.WebSocketResponse) -> None:
         """Reading is what processes pongs and the client's close; the messages a watcher
         sends carry no meaning and are dropped."""
         async for _ in ws:
             pass
 
-    async def _refuse(
+    async def refuse(
         self, ws: web.WebSocketResponse, request: web.BaseRequest, error: ApiError, code: int
     ) -> None:
         with contextlib.suppress(ConnectionError, SlowConsumer):
-            await self._send(ws, error.body())
-        await _close(ws, request, code, error.code.encode()[:120])
+            await self.send(ws, error.body())
+        await close_socket(ws, request, code, error.code.encode()[:120])
 
 
 class _Refused(Exception):
