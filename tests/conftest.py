@@ -23,6 +23,7 @@ from order_engine.app import build_app
 from order_engine.config import Settings
 from order_engine.engine import Engine
 from order_engine.hub import MemoryHub
+from order_engine.store import Store, store_from_url
 from order_engine.store.sqlite import SQLiteStore
 from order_engine.venues import SimulatedMarket
 from order_engine.venues.profiles import PROFILES
@@ -30,7 +31,7 @@ from tests.support.engines import build_engine
 from tests.support.factories import make_settings
 from tests.support.faulty_store import FaultyStore
 from tests.support.processes import MissingProgram, Process, chain_service
-from tests.support.services import unavailable
+from tests.support.services import postgres_schema, unavailable
 
 
 @pytest.hookimpl(wrapper=True)
@@ -114,3 +115,20 @@ async def chain_process(tmp_path: Path) -> AsyncIterator[Process]:
     """`python -m order_engine.chain` with the instant profile, stopped after the test."""
     async with chain_service(tmp_path) as process:
         yield process
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A store of each backend, each in a fresh database (a file, or a schema of its own)
+    so runs never collide: tests of the store contract run against both."""
+    if request.param == "sqlite":
+        s = store_from_url(f"sqlite:///{tmp_path}/store.db", sqlite_synchronous="NORMAL")
+        await s.open()
+        yield s
+        await s.close()
+        return
+    async with postgres_schema() as url:
+        s = store_from_url(url)
+        await s.open()
+        yield s
+        await s.close()

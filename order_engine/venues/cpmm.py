@@ -27,7 +27,7 @@ FUND_FEE_RATE = 40_000
 
 KIND = "cpmm"
 # What a swap changes and what prices one: the whole state, small enough to send whole.
-_FIELDS = (
+STATE_FIELDS = (
     "vault_x",
     "vault_y",
     "protocol_fees_x",
@@ -157,7 +157,7 @@ class ConstantProductPool:
             "token_x": self.token_x,
             "token_y": self.token_y,
         }
-        for name in _FIELDS:
+        for name in STATE_FIELDS:
             state[name] = getattr(self, name)
         return state
 
@@ -165,7 +165,7 @@ class ConstantProductPool:
         """Take what `state` or `take_changes` gave (the same thing: the state is tiny)."""
         if state.get("pool_id", self.pool_id) != self.pool_id:
             raise ValueError(f"the state of {state['pool_id']} does not apply to {self.pool_id}")
-        for name in _FIELDS:
+        for name in STATE_FIELDS:
             if name in state:
                 setattr(self, name, int(state[name]))
         self._changed = False  # a copy follows: what it applies is not a change of its own

@@ -41,17 +41,7 @@ UPDATE = "update"
 SLOT = "slot"
 
 _TEXT = ("kind", "pool_id", "token_x", "token_y")
-_CPMM_INTEGERS = (
-    "vault_x",
-    "vault_y",
-    "protocol_fees_x",
-    "protocol_fees_y",
-    "fund_fees_x",
-    "fund_fees_y",
-    "fee_rate",
-    "protocol_fee_rate",
-    "fund_fee_rate",
-)
+_CPMM_INTEGERS = cpmm.STATE_FIELDS  # every field of a CPMM's state is an integer
 _DLMM_INTEGERS = (
     "bin_step",
     "base_factor",

@@ -256,7 +256,7 @@ async def test_a_subscriber_that_stops_reading_is_dropped(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr("order_engine.chain.server.FEED_SEND_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("order_engine.chain.feed.FEED_SEND_TIMEOUT_S", 0.2)
     caplog.set_level(logging.INFO, logger="order_engine.chain")
     dropped = Dropped()
     logging.getLogger("order_engine.chain").addHandler(dropped)

@@ -239,21 +239,6 @@ async def test_bad_text_on_the_execute_websocket_is_an_error_then_1008(
 # -- the store: a write that cannot be stored fails alone ---------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        s = store_from_url(f"sqlite:///{tmp_path}/store.db", sqlite_synchronous="NORMAL")
-        await s.open()
-        yield s
-        await s.close()
-        return
-    async with postgres_schema() as url:
-        s = store_from_url(url)
-        await s.open()
-        yield s
-        await s.close()
-
-
 def new_order(n: int, client_order_id: str | None = None) -> tuple[Order, OrderEvent]:
     order_id = f"00000000-0000-4000-8000-{n:012d}"
     order = Order(

@@ -29,23 +29,6 @@ from order_engine.store.sqlite import SQLiteStore
 from tests.support.services import POSTGRES_URL, postgres_schema
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """Every test of the contract runs against both backends, each in a fresh database
-    (a file, or a schema of its own) so runs never collide."""
-    if request.param == "sqlite":
-        s = store_from_url(f"sqlite:///{tmp_path}/store.db", sqlite_synchronous="NORMAL")
-        await s.open()
-        yield s
-        await s.close()
-        return
-    async with postgres_schema() as url:
-        s = store_from_url(url)
-        await s.open()
-        yield s
-        await s.close()
-
-
 def new_order(n: int = 0, key: str | None = None) -> tuple[Order, OrderEvent]:
     order_id = f"00000000-0000-4000-8000-{n:012d}"
     order = Order(
