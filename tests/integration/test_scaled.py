@@ -40,7 +40,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         redis_port = free_port()
         redis = await stack.enter_async_context(redis_server(redis_port, tmp_path))
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        chain = await stack.enter_async_context(chain_service(tmp_path))
+        # A transaction a killed replica stored as submitted but never sent is unseen by the
+        # chain: the replica that takes the order over waits until its blockhash expires
+        # before sending another (10 slots, 4 s, instead of a minute).
+        config = tmp_path / "chain.toml"
+        config.write_text("[profiles.instant]\nblockhash_validity_slots = 10\n")
+        chain = await stack.enter_async_context(chain_service(tmp_path, "--config", str(config)))
         a = await stack.enter_async_context(replica(tmp_path, "a", store_url, chain.url, redis_url))
         b = await stack.enter_async_context(replica(tmp_path, "b", store_url, chain.url, redis_url))
         lb = await stack.enter_async_context(nginx(tmp_path, [a.url, b.url]))
