@@ -153,7 +153,7 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
     middlewares = [error_middleware, auth_middleware(ApiKeys(settings.auth.api_keys))]
     if settings.limits.requests_per_s > 0:
         buckets = TokenBuckets(settings.limits.requests_per_s, settings.limits.burst)
-        middlewares.append(rate_limit_middleware(buckets, settings.limits.trust_forwarded_for))
+        middlewares.append(rate_limit_middleware(buckets, settings.limits.proxy_hops))
     app = web.Application(middlewares=middlewares, client_max_size=settings.server.max_body_bytes)
     app[SERVICES] = services
     parser = OrderParser(
@@ -183,7 +183,7 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         send_timeout=settings.websocket.send_timeout_s,
         first_message_timeout=settings.websocket.first_message_timeout_s,
         max_message_bytes=settings.server.max_body_bytes,
-        trust_forwarded_for=settings.limits.trust_forwarded_for,
+        proxy_hops=settings.limits.proxy_hops,
     )
     market_streams = MarketStreams(
         services.market_data, streams=streams, connections=services.connections

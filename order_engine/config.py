@@ -83,8 +83,16 @@ class LimitSettings:
     burst: int = 100
     websockets_per_client: int = 0  # open WebSockets at once; 0 = unlimited
     # Behind a load balancer every client has its address: take it from X-Forwarded-For
-    # (only when the balancer sets it, or clients could forge it).
+    # (only when the balancer sets it, or clients could forge it). Proxies append to the
+    # header, so the entry `trusted_proxy_hops` from the right is the one the outermost
+    # trusted proxy saw; entries left of it are the client's own.
     trust_forwarded_for: bool = False
+    trusted_proxy_hops: int = 1
+
+    @property
+    def proxy_hops(self) -> int:
+        """Trusted X-Forwarded-For hops; 0 when the header is not trusted."""
+        return self.trusted_proxy_hops if self.trust_forwarded_for else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +362,7 @@ def validate(s: Settings) -> None:
     need(s.limits.requests_per_s >= 0, "limits.requests_per_s must not be negative")
     need(s.limits.burst >= 1, "limits.burst must be at least 1")
     need(s.limits.websockets_per_client >= 0, "limits.websockets_per_client must not be negative")
+    need(s.limits.trusted_proxy_hops >= 1, "limits.trusted_proxy_hops must be at least 1")
     for entry in s.auth.api_keys:
         name, _, digest = entry.partition(":")
         need(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -14,42 +15,66 @@ from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError
 
 
-def client_key(request: web.Request, trust_forwarded_for: bool) -> str:
-    """The API key's name, else the client's address (the first hop of X-Forwarded-For
-    when a trusted load balancer sets it)."""
+def client_key(request: web.Request, proxy_hops: int) -> str:
+    """The API key's name, else the client's address: with `proxy_hops` trusted proxies in
+    front, the X-Forwarded-For entry the outermost of them appended (0: the peer's)."""
     client = request.get(CLIENT)
     if client is not None:
         return f"key:{client}"
-    if trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",", 1)[0].strip()
-        if first:
-            return f"ip:{first}"
+    if proxy_hops > 0:
+        # Proxies append to what the client sent, so only the last `proxy_hops` entries
+        # are theirs; anything to the left is the client's to forge.
+        hops = ",".join(request.headers.getall("X-Forwarded-For", ())).split(",")
+        if len(hops) >= proxy_hops:
+            address = _address(hops[-proxy_hops])
+            if address is not None:
+                return f"ip:{address}"
     return f"ip:{request.remote}"
+
+
+def _address(hop: str) -> str | None:
+    hop = hop.strip()
+    if "%" in hop:  # an IPv6 zone is free text: it would make any string a key
+        return None
+    try:
+        # Canonical, so one address spelled differently is still one client.
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
 
 
 class TokenBuckets:
     """`rate` tokens per second up to `burst`, per client. Idle clients are forgotten first
-    when there are too many (a forgotten client starts again with a full bucket)."""
+    when the table outgrows `max_bytes` (a forgotten client starts again with a full
+    bucket)."""
+
+    # A bucket's share of memory besides its key: the dict slot, the tuple, two floats.
+    ENTRY_BYTES = 200
 
     def __init__(
         self,
         rate: float,
         burst: int,
         *,
-        max_clients: int = 100_000,
+        max_bytes: int = 32 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rate = rate
         self._burst = float(burst)
-        self._max = max_clients
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
 
     def take(self, client: str) -> float:
         """0 if a request may go now (a token is spent), else seconds until one may."""
         now = self._clock()
-        tokens, at = self._buckets.pop(client, (self._burst, now))
+        known = self._buckets.pop(client, None)
+        tokens, at = known if known is not None else (self._burst, now)
         tokens = min(self._burst, tokens + (now - at) * self._rate)
         wait = 0.0
         if tokens >= 1:
@@ -57,16 +82,23 @@ class TokenBuckets:
         else:
             wait = (1 - tokens) / self._rate
         self._buckets[client] = (tokens, now)
-        if len(self._buckets) > self._max:
-            self._buckets.popitem(last=False)
+        if known is None:
+            self._bytes += self._cost(client)
+            # The newest stays even when it alone is over: its limit must still hold.
+            while self._bytes > self._max_bytes and len(self._buckets) > 1:
+                idle, _ = self._buckets.popitem(last=False)
+                self._bytes -= self._cost(idle)
         return wait
 
+    def _cost(self, client: str) -> int:
+        return len(client) + self.ENTRY_BYTES
 
-def rate_limit_middleware(buckets: TokenBuckets, trust_forwarded_for: bool) -> Middleware:
+
+def rate_limit_middleware(buckets: TokenBuckets, proxy_hops: int) -> Middleware:
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in ("/healthz", "/readyz"):
-            wait = buckets.take(client_key(request, trust_forwarded_for))
+            wait = buckets.take(client_key(request, proxy_hops))
             if wait > 0:
                 raise ApiError(
                     429,

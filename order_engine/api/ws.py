@@ -167,10 +167,10 @@ class OrderStreams:
         send_timeout: float,
         first_message_timeout: float,
         max_message_bytes: int,
-        trust_forwarded_for: bool = False,
+        proxy_hops: int = 0,
         registry: TokenRegistry = REGISTRY,
     ) -> None:
-        self._trust_forwarded_for = trust_forwarded_for
+        self._proxy_hops = proxy_hops
         self._registry = registry
         self._facts: dict[str, tuple[str, str, str | None]] = {}
         self._store = store
@@ -317,7 +317,7 @@ class OrderStreams:
     # -- streaming ----------------------------------------------------------------------
 
     async def open(self, request: web.Request) -> web.WebSocketResponse:
-        client = client_key(request, self._trust_forwarded_for)
+        client = client_key(request, self._proxy_hops)
         self._connections.admit(client)
         ws = web.WebSocketResponse(
             heartbeat=self._heartbeat, max_msg_size=self._max_message, autoping=True

@@ -9,11 +9,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, make_mocked_request
 from aiohttp.web import Application
 
 from order_engine.api.auth import new_key
 from order_engine.api.errors import ApiError
+from order_engine.api.ratelimit import TokenBuckets, client_key
 from order_engine.api.ws import Connections
 from order_engine.app import build_app
 from order_engine.config import Settings
@@ -194,3 +195,94 @@ async def test_a_concurrent_duplicate_is_409_and_only_one_order_exists(
     assert len(ids) == 1
     order = await services(client).store.by_idempotency_key("raced")
     assert order is not None and order.order_id in ids
+
+
+def forwarded(*hops: str) -> dict[str, str]:
+    return {"X-Forwarded-For": ", ".join(hops)}
+
+
+async def limited_behind_proxy(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> TestClient[Any, Application]:
+    # A bucket of 3 that refills one token per 1000 s, keyed by the address the proxy saw.
+    settings = make_settings(
+        tmp_path, limits={"requests_per_s": 0.001, "burst": 3, "trust_forwarded_for": True}
+    )
+    client: TestClient[Any, Application] = await serve(aiohttp_client, settings, market)
+    return client
+
+
+async def test_rotating_the_client_written_forwarded_hops_does_not_escape_the_limit(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> None:
+    client = await limited_behind_proxy(aiohttp_client, tmp_path, market)
+    # nginx appends the address it saw to whatever the client sent.
+    statuses = [
+        (
+            await client.post(
+                "/api/order/execute", json=ORDER, headers=forwarded(f"10.0.0.{i}", "203.0.113.7")
+            )
+        ).status
+        for i in range(4)
+    ]
+    assert statuses == [201, 201, 201, 429]
+    other = await client.post("/api/order/execute", json=ORDER, headers=forwarded("203.0.113.8"))
+    assert other.status == 201
+
+
+async def test_a_forged_forwarded_address_does_not_spend_the_victims_bucket(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> None:
+    client = await limited_behind_proxy(aiohttp_client, tmp_path, market)
+    victim = "203.0.113.9"
+    for _ in range(5):
+        await client.post(
+            "/api/order/execute", json=ORDER, headers=forwarded(victim, "198.51.100.1")
+        )
+    mine = await client.post("/api/order/execute", json=ORDER, headers=forwarded(victim))
+    assert mine.status == 201
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["not-an-ip", "x" * 8000, "1.2.3.4, " + "y" * 8000, "fe80::1%" + "z" * 8000, " , "],
+    ids=["garbage", "8kb", "8kb-last", "8kb-zone", "empty-hops"],
+)
+async def test_an_invalid_forwarded_address_falls_back_to_the_peer(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket, value: str
+) -> None:
+    client = await limited_behind_proxy(aiohttp_client, tmp_path, market)
+    # Every request varies the value: were it a key, each would get a fresh bucket.
+    statuses = [
+        (
+            await client.post(
+                "/api/order/execute", json=ORDER, headers={"X-Forwarded-For": f"{value}{'_' * i}"}
+            )
+        ).status
+        for i in range(4)
+    ]
+    assert statuses == [201, 201, 201, 429]  # one bucket: the peer's
+    peer = await client.post("/api/order/execute", json=ORDER)
+    assert peer.status == 429
+
+
+def test_the_hop_taken_is_the_one_the_trusted_proxies_added() -> None:
+    header = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7, 10.0.0.2"}
+    request = make_mocked_request("GET", "/", headers=header)
+    assert client_key(request, 0) == f"ip:{request.remote}"  # not behind a proxy
+    assert client_key(request, 1) == "ip:10.0.0.2"
+    assert client_key(request, 2) == "ip:203.0.113.7"
+    assert client_key(request, 4) == f"ip:{request.remote}"  # fewer hops than proxies
+
+
+def test_the_buckets_are_bounded_in_bytes() -> None:
+    buckets = TokenBuckets(1.0, 1, max_bytes=10_000)
+    for i in range(10_000):
+        buckets.take(f"ip:2001:db8::{i:x}")
+    assert 0 < buckets.size_bytes <= 10_000
+    assert buckets.take("ip:2001:db8::270f") > 0  # the latest client is still remembered
+    long_key = "key:" + "n" * 20_000  # larger than the bound: kept alone, never grows it
+    buckets.take(long_key)
+    assert buckets.take(long_key) > 0
+    buckets.take("ip:192.0.2.1")
+    assert buckets.size_bytes <= 10_000
