@@ -43,6 +43,10 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()
             return
+        if not self._open:  # cut while connecting: this connection must not outlive the cut
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
         self._writers.update((writer, up_writer))
         await asyncio.gather(
             self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
