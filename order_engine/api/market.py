@@ -22,14 +22,14 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from order_engine.api.errors import ApiError, json_response
-from order_engine.api.ws import (
+from order_engine.api.sockets import (
     CLOSE_TRY_AGAIN,
     Connections,
-    OrderStreams,
     SlowConsumer,
     abort_connection,
     close_socket,
 )
+from order_engine.api.ws import OrderStreams
 from order_engine.market import MarketData
 from order_engine.venues.base import AMOUNT_TOO_SMALL, PermanentVenueError
 from order_engine.venues.feed import AccountUpdate

@@ -18,13 +18,12 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-import orjson
 
 from order_engine.orders import Order, OrderEvent, Transition
 from order_engine.store.base import (
@@ -43,65 +42,21 @@ from order_engine.store.group_commit import (
     succeed,
 )
 from order_engine.store.migrations import migrate_sqlite
-from order_engine.store.rows import (
-    EVENT_COLUMNS,
-    ORDER_COLUMNS,
-    READ_COLUMNS,
-    UNFINISHED,
-    UPDATE_COLUMNS,
-    Dialect,
-    OrderRows,
-)
+from order_engine.store.rows import EVENT_COLUMNS, UNFINISHED
 from order_engine.store.sqlite_lock import ProcessLock
+from order_engine.store.sqlite_sql import (
+    CLAIM,
+    INSERT_EVENT,
+    INSERT_ORDER,
+    READ_SQL,
+    ROWS,
+    UPDATE_ORDER,
+    event_from_row,
+    event_row,
+    update_row,
+)
 
 log = logging.getLogger(__name__)
-
-# SPL amounts are u64, past SQLite's signed INTEGER: they are kept as decimal text.
-ROWS = OrderRows(Dialect(u64_to_db=str, u64_from_db=int, time_to_db=float, time_from_db=float))
-_READ = ", ".join(READ_COLUMNS)
-_INSERT_ORDER = (
-    f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}, owner, lease_until)"
-    f" VALUES ({', '.join('?' * (len(ORDER_COLUMNS) + 2))})"
-)
-_INSERT_EVENT = f"INSERT INTO order_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-# The WHERE clause is the fence: the update matches only if this event is the next one and
-# this replica owns the order.
-_UPDATE_ORDER = (
-    "UPDATE orders SET status = ?, last_seq = ?, updated_at = ?, "
-    + ", ".join(f"{c} = coalesce(?, {c})" for c in UPDATE_COLUMNS)
-    + " WHERE order_id = ? AND last_seq = ? AND owner = ?"
-)
-# A SQLite file has one process: an order leased to any other id was left by a dead one.
-_CLAIM = f"""
-UPDATE orders SET owner = :owner, lease_until = :until
-WHERE order_id IN (
-    SELECT order_id FROM orders
-    WHERE {UNFINISHED} AND (owner IS NULL OR owner != :owner OR :own_too)
-    ORDER BY created_at LIMIT :limit
-)
-RETURNING {_READ}
-"""
-
-
-def event_row(event: OrderEvent) -> tuple[Any, ...]:
-    return ROWS.event_values(event, orjson.dumps(event.data).decode())
-
-
-def event_from_row(row: Sequence[Any]) -> OrderEvent:
-    return ROWS.event(row, orjson.loads(row[4]))
-
-
-def update_row(t: Transition, owner: str) -> tuple[Any, ...]:
-    e = t.event
-    return (
-        e.status.value,
-        e.seq,
-        e.ts,
-        *ROWS.update_values(t.update),
-        e.order_id,
-        e.seq - 1,
-        owner,
-    )
 
 
 class SQLiteStore:
@@ -241,12 +196,12 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if creates:
-                conn.executemany(_INSERT_ORDER, creates)
+                conn.executemany(INSERT_ORDER, creates)
             if updates:
-                cur = conn.executemany(_UPDATE_ORDER, updates)
+                cur = conn.executemany(UPDATE_ORDER, updates)
                 if cur.rowcount != len(updates):
                     raise _BatchRejected
-            conn.executemany(_INSERT_EVENT, [r[2] for r in rows])
+            conn.executemany(INSERT_EVENT, [r[2] for r in rows])
             conn.execute("COMMIT")
         except (_BatchRejected, sqlite3.IntegrityError):
             conn.execute("ROLLBACK")
@@ -271,12 +226,12 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if create is not None:
-                conn.execute(_INSERT_ORDER, create)
+                conn.execute(INSERT_ORDER, create)
             else:
                 assert update is not None
-                if conn.execute(_UPDATE_ORDER, update).rowcount != 1:
+                if conn.execute(UPDATE_ORDER, update).rowcount != 1:
                     raise _BatchRejected
-            conn.execute(_INSERT_EVENT, event)
+            conn.execute(INSERT_EVENT, event)
             conn.execute("COMMIT")
         except (_BatchRejected, sqlite3.IntegrityError):
             conn.execute("ROLLBACK")
@@ -328,7 +283,7 @@ class SQLiteStore:
             "own_too": own_too,
             "limit": limit,
         }
-        rows = await self._write(_CLAIM, params)
+        rows = await self._write(CLAIM, params)
         return sorted((ROWS.order(r) for r in rows), key=lambda o: o.created_at)
 
     async def forget_idempotency_key(self, key: str) -> None:
@@ -371,7 +326,7 @@ class SQLiteStore:
             raise StoreUnavailable(f"sqlite read failed: {exc}") from exc
 
     async def _one(self, where: str, params: Any) -> Order | None:
-        found = await self._read(f"SELECT {_READ} FROM orders WHERE {where}", params)
+        found = await self._read(f"SELECT {READ_SQL} FROM orders WHERE {where}", params)
         return ROWS.order(found[0]) if found else None
 
     async def get(self, order_id: str) -> Order | None:
@@ -417,7 +372,7 @@ class SQLiteStore:
             where.append("(created_at, order_id) < (?, ?)")
             params += list(query.before)
         sql = (
-            f"SELECT {_READ} FROM orders WHERE {' AND '.join(where)}"
+            f"SELECT {READ_SQL} FROM orders WHERE {' AND '.join(where)}"
             " ORDER BY created_at DESC, order_id DESC LIMIT ?"
         )
         rows = await self._read(sql, (*params, query.limit))
@@ -437,7 +392,7 @@ class SQLiteStore:
 
     async def unfinished(self) -> list[Order]:
         rows = await self._read(
-            f"SELECT {_READ} FROM orders WHERE {UNFINISHED} ORDER BY created_at"
+            f"SELECT {READ_SQL} FROM orders WHERE {UNFINISHED} ORDER BY created_at"
         )
         return [ROWS.order(r) for r in rows]
 

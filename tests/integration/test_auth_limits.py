@@ -15,7 +15,7 @@ from aiohttp.web import Application
 from order_engine.api.auth import new_key
 from order_engine.api.errors import ApiError
 from order_engine.api.ratelimit import TokenBuckets, client_key
-from order_engine.api.ws import Connections
+from order_engine.api.sockets import Connections
 from order_engine.app import build_app
 from order_engine.config import Settings
 from order_engine.venues import SimulatedMarket

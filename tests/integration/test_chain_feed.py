@@ -25,12 +25,12 @@ from order_engine.chain.feed import FEEDS
 from order_engine.market import MarketData, StreamedVenue, follow
 from order_engine.market.follow import FeedBroken, FeedSubscriptionLike
 from order_engine.venues import SimulatedMarket
-from order_engine.venues.base import PermanentVenueError, TxState
 from order_engine.venues.feed import AccountUpdate, SlotNotice, Snapshot
 from order_engine.venues.feed_wire import CLOSE_LAGGED
 from order_engine.venues.market_data import PoolSpec
 from order_engine.venues.remote import RemoteFeedSource, RemoteVenue
 from order_engine.venues.tokens import REGISTRY
+from tests.support.market import land_swap
 from tests.support.proxy import TcpProxy
 
 WAIT = 10.0  # seconds: a bound on waiting for what must come, never a pause
@@ -57,14 +57,7 @@ def url(server: TestServer) -> str:
 async def swap(market: SimulatedMarket, rng: random.Random) -> None:
     token_in, token_out = (REGISTRY.resolve(s) for s in rng.choice(PAIRS))
     amount = token_in.to_base(Decimal(rng.choice(["0.01", "3", "250", "90000"])))
-    venue = market.venues[rng.choice(["Raydium", "Meteora"])]
-    try:
-        quote = venue.best_quote(token_in, token_out, amount)
-    except PermanentVenueError:
-        return
-    tx = await market.chain.build([quote], min_out=0)
-    await market.chain.submit(tx)
-    assert (await market.chain.wait(tx.signature, timeout=WAIT)).state is not TxState.PENDING
+    await land_swap(market, rng.choice(["Raydium", "Meteora"]), token_in, token_out, amount, WAIT)
 
 
 async def trade(market: SimulatedMarket, rng: random.Random, count: int) -> None:

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
 from order_engine.api.http import error_middleware
-from order_engine.api.ws import CLOSE_TRY_AGAIN
+from order_engine.api.sockets import CLOSE_TRY_AGAIN
 from order_engine.app import build_app
 from order_engine.orders import OrderUpdate, Status, Transition
 from order_engine.store import (

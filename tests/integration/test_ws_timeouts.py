@@ -16,7 +16,8 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
-from order_engine.api.ws import CLOSE_GOING_AWAY, CLOSE_POLICY
+from order_engine.api.sockets import CLOSE_GOING_AWAY
+from order_engine.api.ws import CLOSE_POLICY
 from order_engine.app import build_app
 from order_engine.config import ConfigError, load_settings
 from order_engine.orders import OrderEvent, Status

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from order_engine.venues import PROFILES, SimulatedMarket
-from order_engine.venues.base import PermanentVenueError, TxState
+from order_engine.venues.base import TxState
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.feed import (
     AccountFeed,
@@ -28,6 +28,7 @@ from order_engine.venues.feed import (
 from order_engine.venues.market_data import PoolSpec
 from order_engine.venues.pool import DustAmount, Fill, Pool, PoolExhausted, pool_from_state
 from order_engine.venues.tokens import REGISTRY
+from tests.support.market import land_swap
 
 WAIT = 5.0  # seconds: a bound on waiting for what must come, never a pause
 
@@ -310,14 +311,7 @@ async def random_swap(market: SimulatedMarket, rng: random.Random) -> None:
     token_in, token_out = (REGISTRY.resolve(s) for s in rng.choice(PAIRS))
     usd = Decimal(rng.choice([10, 5_000, 200_000, 2_000_000]))
     amount = int(usd / Decimal(str(price_usd(token_in.symbol))) * token_in.scale)
-    venue = market.venues[rng.choice(["Raydium", "Meteora"])]
-    try:
-        quote = venue.best_quote(token_in, token_out, amount)
-    except PermanentVenueError:
-        return
-    tx = await market.chain.build([quote], min_out=0)
-    await market.chain.submit(tx)
-    assert (await market.chain.wait(tx.signature, timeout=WAIT)).state is not TxState.PENDING
+    await land_swap(market, rng.choice(["Raydium", "Meteora"]), token_in, token_out, amount, WAIT)
 
 
 def price_usd(symbol: str) -> float:

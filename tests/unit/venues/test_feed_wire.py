@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from order_engine.venues import PROFILES, SimulatedMarket
-from order_engine.venues.base import PermanentVenueError, TxState
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.feed import (
     AccountFeed,
@@ -31,6 +30,7 @@ from order_engine.venues.market_data import PoolSpec
 from order_engine.venues.pool import pool_from_state
 from order_engine.venues.tokens import REGISTRY
 from order_engine.venues.wire import WireError
+from tests.support.market import land_swap
 
 WAIT = 5.0
 PAIRS = [("SOL", "USDC"), ("USDC", "SOL"), ("BONK", "SOL"), ("JUP", "USDC"), ("USDT", "USDC")]
@@ -40,14 +40,7 @@ async def swap(market: SimulatedMarket, rng: random.Random) -> None:
     """A random swap lands, as a trader's would."""
     token_in, token_out = (REGISTRY.resolve(s) for s in rng.choice(PAIRS))
     amount = token_in.to_base(Decimal(rng.choice(["0.01", "3", "250", "90000"])))
-    venue = market.venues[rng.choice(["Raydium", "Meteora"])]
-    try:
-        quote = venue.best_quote(token_in, token_out, amount)
-    except PermanentVenueError:
-        return
-    tx = await market.chain.build([quote], min_out=0)
-    await market.chain.submit(tx)
-    assert (await market.chain.wait(tx.signature, timeout=WAIT)).state is not TxState.PENDING
+    await land_swap(market, rng.choice(["Raydium", "Meteora"]), token_in, token_out, amount, WAIT)
 
 
 def round_trip(message: FeedMessage) -> FeedMessage:

@@ -1,0 +1,66 @@
+"""The SQLite dialect of the orders row and the statements the SQLite store runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from order_engine.orders import OrderEvent, Transition
+from order_engine.store.rows import (
+    EVENT_COLUMNS,
+    ORDER_COLUMNS,
+    READ_COLUMNS,
+    UNFINISHED,
+    UPDATE_COLUMNS,
+    Dialect,
+    OrderRows,
+)
+
+# SPL amounts are u64, past SQLite's signed INTEGER: they are kept as decimal text.
+ROWS = OrderRows(Dialect(u64_to_db=str, u64_from_db=int, time_to_db=float, time_from_db=float))
+READ_SQL = ", ".join(READ_COLUMNS)
+INSERT_ORDER = (
+    f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}, owner, lease_until)"
+    f" VALUES ({', '.join('?' * (len(ORDER_COLUMNS) + 2))})"
+)
+INSERT_EVENT = f"INSERT INTO order_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+# The WHERE clause is the fence: the update matches only if this event is the next one and
+# this replica owns the order.
+UPDATE_ORDER = (
+    "UPDATE orders SET status = ?, last_seq = ?, updated_at = ?, "
+    + ", ".join(f"{c} = coalesce(?, {c})" for c in UPDATE_COLUMNS)
+    + " WHERE order_id = ? AND last_seq = ? AND owner = ?"
+)
+# A SQLite file has one process: an order leased to any other id was left by a dead one.
+CLAIM = f"""
+UPDATE orders SET owner = :owner, lease_until = :until
+WHERE order_id IN (
+    SELECT order_id FROM orders
+    WHERE {UNFINISHED} AND (owner IS NULL OR owner != :owner OR :own_too)
+    ORDER BY created_at LIMIT :limit
+)
+RETURNING {READ_SQL}
+"""
+
+
+def event_row(event: OrderEvent) -> tuple[Any, ...]:
+    return ROWS.event_values(event, orjson.dumps(event.data).decode())
+
+
+def event_from_row(row: Sequence[Any]) -> OrderEvent:
+    return ROWS.event(row, orjson.loads(row[4]))
+
+
+def update_row(t: Transition, owner: str) -> tuple[Any, ...]:
+    e = t.event
+    return (
+        e.status.value,
+        e.seq,
+        e.ts,
+        *ROWS.update_values(t.update),
+        e.order_id,
+        e.seq - 1,
+        owner,
+    )
