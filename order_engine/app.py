@@ -94,19 +94,19 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         hub = MemoryHub(settings.hub.inbox_size)
     if market is None:
         market = build_market(settings)
-    feed = feed_source(market) if settings.venues.quote_from_stream else None
+    # The market is followed whatever quotes routing: armed limit and sniper orders fire on it.
+    feed = feed_source(market)
     venues: list[Venue] = list(market.venues.values())
-    market_data = None
-    if feed is not None:
-        market_data = MarketData(max_staleness_slots=settings.venues.max_staleness_slots)
+    market_data = MarketData(max_staleness_slots=settings.venues.max_staleness_slots)
+    if settings.venues.quote_from_stream:
 
         def count_quote(venue: str, source: str) -> None:
             metrics.quotes.labels(venue, source).inc()
 
         venues = [StreamedVenue(v, market_data, counted=count_quote) for v in venues]
-        metrics.market_data_staleness.set_function(market_data.staleness_slots)
-        metrics.market_data_resyncs.set_function(lambda: market_data.resyncs)
-        metrics.market_data_seq.set_function(lambda: market_data.seq)
+    metrics.market_data_staleness.set_function(market_data.staleness_slots)
+    metrics.market_data_resyncs.set_function(lambda: market_data.resyncs)
+    metrics.market_data_seq.set_function(lambda: market_data.seq)
     router = Router(
         venues,
         quote_timeout=settings.engine.quote_timeout_ms / 1000,
@@ -127,6 +127,8 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         claim_interval=None if sqlite else settings.engine.claim_interval_ms / 1000,
         metrics=metrics,
         market_data=market_data,
+        quote_from_stream=settings.venues.quote_from_stream,
+        default_expiry_s=settings.orders.default_expiry_s,
     )
     connections = Connections(per_client=settings.limits.websockets_per_client)
     metrics.watch(

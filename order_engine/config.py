@@ -120,6 +120,17 @@ class OrderSettings:
     max_price_impact_bps: float = 1_000.0
     # An Idempotency-Key answers with its original order for this long, then may be reused.
     idempotency_ttl_s: float = 86_400.0
+    # A limit or sniper order without an expiry expires after the default; none may ask
+    # for more than the maximum (an order armed forever is an order nobody remembers).
+    default_expiry_s: float = 86_400.0
+    max_expiry_s: float = 604_800.0
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    # HTTP controls of the in-process simulated market (/api/sim/...: launch a token, move
+    # a price). For demos and tests only: anyone who can reach them moves the market.
+    controls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +170,7 @@ class Settings:
     venues: VenueSettings = field(default_factory=VenueSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    sim: SimSettings = field(default_factory=SimSettings)
     profiles: Mapping[str, Profile] = field(default_factory=lambda: dict(PROFILES))
 
     @property
@@ -359,6 +371,10 @@ def validate(s: Settings) -> None:
         "websocket.first_message_timeout_s must be positive",
     )
     need(s.orders.idempotency_ttl_s > 0, "orders.idempotency_ttl_s must be positive")
+    need(
+        0 < s.orders.default_expiry_s <= s.orders.max_expiry_s,
+        "orders.default_expiry_s must be positive and at most orders.max_expiry_s",
+    )
     need(s.limits.requests_per_s >= 0, "limits.requests_per_s must not be negative")
     need(s.limits.burst >= 1, "limits.burst must be at least 1")
     need(s.limits.websockets_per_client >= 0, "limits.websockets_per_client must not be negative")

@@ -10,21 +10,45 @@ from enum import StrEnum
 from typing import Any
 
 
+class OrderType(StrEnum):
+    MARKET = "market"  # executes at once, at the best route's price
+    LIMIT = "limit"  # armed until the best route pays at least its limit price
+    SNIPER = "sniper"  # armed until its token becomes tradable
+
+
 class Status(StrEnum):
     PENDING = "pending"
+    OPEN = "open"  # armed: a limit or sniper order waiting for its trigger
     ROUTING = "routing"
     BUILDING = "building"
     SUBMITTED = "submitted"
     CONFIRMED = "confirmed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
-TERMINAL: frozenset[Status] = frozenset({Status.CONFIRMED, Status.FAILED})
+TERMINAL: frozenset[Status] = frozenset(
+    {Status.CONFIRMED, Status.FAILED, Status.CANCELLED, Status.EXPIRED}
+)
+# A client may cancel an order until its execution begins.
+CANCELLABLE: frozenset[Status] = frozenset({Status.PENDING, Status.OPEN})
 
 # Every legal move, and nothing else. Any non-terminal status may fail.
 TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
     {
         (Status.PENDING, Status.ROUTING),
+        # Limit and sniper orders are armed first, and fire into routing.
+        (Status.PENDING, Status.OPEN),
+        (Status.OPEN, Status.ROUTING),
+        (Status.PENDING, Status.CANCELLED),
+        (Status.OPEN, Status.CANCELLED),
+        (Status.OPEN, Status.EXPIRED),
+        # A fired order that cannot fill at its limit, or whose transaction failed for a
+        # transient reason, is armed again: it fires when the market crosses again.
+        (Status.ROUTING, Status.OPEN),
+        (Status.BUILDING, Status.OPEN),
+        (Status.SUBMITTED, Status.OPEN),
         (Status.ROUTING, Status.BUILDING),
         (Status.BUILDING, Status.SUBMITTED),
         (Status.SUBMITTED, Status.CONFIRMED),
@@ -108,6 +132,12 @@ class Order:
     error_code: str | None = None
     error_message: str | None = None
     client_id: str | None = None  # the API key's name, when authentication is on
+    order_type: OrderType = OrderType.MARKET
+    # Limit: the least token_out per one token_in (UI units), an exact decimal string.
+    limit_price: str | None = None
+    expires_at: float | None = None  # limit and sniper orders: epoch seconds
+    # Sniper: the least liquidity (base units of token_in) the new pool must hold.
+    min_liquidity: int | None = None
     # The last slot in which the transaction sent for the current attempt can still land:
     # until then an unseen transaction may yet arrive, so it is never sent again before.
     last_valid_slot: int | None = None
@@ -161,3 +191,6 @@ class Transition:
 
     event: OrderEvent
     update: OrderUpdate = field(default_factory=OrderUpdate)
+    # A cancellation is written whoever leases the order (or nobody does): the seq check
+    # alone fences it, so it races the owner's next write and exactly one of them wins.
+    any_owner: bool = False

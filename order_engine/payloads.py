@@ -51,10 +51,30 @@ class PendingData(Payload):
 QuoteSource = Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["stream", "rpc"]})]
 
 
+OrderTypeName = Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["limit", "sniper"]})]
+
+
+class OpenData(Payload):
+    """Armed: the order fires when its trigger is met, unless it expires first."""
+
+    order_type: OrderTypeName
+    expires_at: Annotated[float, msgspec.Meta(description="epoch seconds")]
+    limit_price: DecimalStr | None = None  # least tokenOut per one tokenIn
+    mint: str | None = None  # a sniper's token, by mint address
+    min_liquidity: DecimalStr | None = None  # a sniper's least pool depth, in tokenIn
+    rearmed: ErrorInfo | None = None  # why a fired order was armed again
+
+
+class Trigger(Payload):
+    slot: int  # of the pool states that met the trigger
+    price: Annotated[float, msgspec.Meta(description="tokenOut per tokenIn for the order")]
+
+
 class RoutingData(Payload):
     attempt: Annotated[int, msgspec.Meta(ge=1)]
     retry_reason: ErrorInfo | None = None  # why the previous attempt failed
     quote_source: QuoteSource | None = None
+    trigger: Trigger | None = None  # what fired an armed order
 
 
 class QuoteInfo(Payload):
@@ -114,6 +134,14 @@ class FailedData(Payload):
     attempts: int
 
 
+class CancelledData(Payload):
+    previous: Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["pending", "open"]})]
+
+
+class ExpiredData(Payload):
+    expires_at: Annotated[float, msgspec.Meta(description="epoch seconds")]
+
+
 PAYLOADS: dict[Status, type[Payload]] = {
     Status.PENDING: PendingData,
     Status.ROUTING: RoutingData,
@@ -121,6 +149,9 @@ PAYLOADS: dict[Status, type[Payload]] = {
     Status.SUBMITTED: SubmittedData,
     Status.CONFIRMED: ConfirmedData,
     Status.FAILED: FailedData,
+    Status.OPEN: OpenData,
+    Status.CANCELLED: CancelledData,
+    Status.EXPIRED: ExpiredData,
 }
 
 

@@ -1,6 +1,21 @@
 """The execution engine and the parts it is made of (see `core`)."""
 
 from order_engine.engine.core import Engine, OrderRequest, min_out
-from order_engine.engine.errors import EngineUnavailable, OrderLost, Unavailable
+from order_engine.engine.errors import (
+    EngineUnavailable,
+    NotCancellable,
+    OrderLost,
+    OrderNotFound,
+    Unavailable,
+)
 
-__all__ = ["Engine", "EngineUnavailable", "OrderLost", "OrderRequest", "Unavailable", "min_out"]
+__all__ = [
+    "Engine",
+    "EngineUnavailable",
+    "NotCancellable",
+    "OrderLost",
+    "OrderNotFound",
+    "OrderRequest",
+    "Unavailable",
+    "min_out",
+]

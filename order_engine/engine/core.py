@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from order_engine.config import EngineSettings
 from order_engine.hub import Hub
 from order_engine.market import MarketData
 from order_engine.metrics import Metrics
-from order_engine.orders import Order, OrderUpdate, Status
+from order_engine.orders import Order, OrderType, OrderUpdate, Status
 from order_engine.payloads import ErrorInfo, PendingData, RoutingData
 from order_engine.routing import Router
 from order_engine.store import Store, StoreError
@@ -55,6 +56,10 @@ class OrderRequest:
     idempotency_key: str | None = None
     request_hash: str | None = None
     client_id: str | None = None  # who submitted it, when authentication is on
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None  # least token_out per one token_in (UI units)
+    expires_at: float | None = None  # limit and sniper: epoch seconds (None: the default)
+    min_liquidity: int | None = None  # sniper: base units of token_in the pool must hold
 
 
 def min_out(expected: int, slippage_bps: int) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from order_engine.orders import Order
+
 
 class OrderLost(Exception):
     """A write was fenced off: another replica owns the order now (or this replica's view
@@ -23,3 +25,15 @@ class EngineUnavailable(Exception):
         self.code = code
         self.message = message
         self.retry_after = retry_after
+
+
+class OrderNotFound(LookupError):
+    """No such order, or not one the asking client may see."""
+
+
+class NotCancellable(Exception):
+    """The order's execution began (or it is finished): it runs to its end."""
+
+    def __init__(self, order: Order) -> None:
+        super().__init__(f"order {order.order_id} is {order.status.value}: too late to cancel")
+        self.order = order

@@ -67,6 +67,7 @@ _ARRAY_TYPES = {
     Kind.U64: "numeric",
     Kind.TIME: "timestamptz",
     Kind.STATUS: "text",
+    Kind.ORDER_TYPE: "text",
 }
 _READ = ", ".join(READ_COLUMNS)
 _N = len(ORDER_COLUMNS)
@@ -84,7 +85,8 @@ _U = len(UPDATE_COLUMNS)
 _UPDATE_ORDER = (
     "UPDATE orders SET status = $1, last_seq = $2, updated_at = $3, "
     + ", ".join(f"{c} = coalesce(${i}, {c})" for i, c in enumerate(UPDATE_COLUMNS, start=4))
-    + f" WHERE order_id = ${_U + 4} AND last_seq = ${_U + 5} AND owner = ${_U + 6}"
+    + f" WHERE order_id = ${_U + 4} AND last_seq = ${_U + 5}"
+    + f" AND owner IS NOT DISTINCT FROM coalesce(${_U + 6}::text, owner)"
     " RETURNING order_id"
 )
 # The same for many orders at once, one array per column: order_id, then the arguments of
@@ -245,9 +247,12 @@ class PostgresStore:
         outcomes: dict[int, Exception | None] = {}
         appends = [(i, w) for i, w in enumerate(batch) if isinstance(w, AppendWrite)]
         # One statement for all the batch's status changes and one for their events,
-        # instead of two round trips per write; per write when an order appears twice.
+        # instead of two round trips per write; per write when an order appears twice or
+        # a cancellation (fenced on seq alone) is among them.
         ids = [w.transition.event.order_id for _, w in appends]
-        set_based = len(set(ids)) == len(ids)
+        set_based = len(set(ids)) == len(ids) and not any(
+            w.transition.any_owner for _, w in appends
+        )
         try:
             async with self._p().acquire() as conn, conn.transaction():
                 for i, write in enumerate(batch):
@@ -305,8 +310,9 @@ class PostgresStore:
             return None
         assert isinstance(write, AppendWrite)
         e = write.transition.event
+        fence = None if write.transition.any_owner else self._owner
         updated = await conn.fetchval(
-            _UPDATE_ORDER, *_update_args(write.transition), e.order_id, e.seq - 1, self._owner
+            _UPDATE_ORDER, *_update_args(write.transition), e.order_id, e.seq - 1, fence
         )
         if updated is None:
             return SeqConflict(e.order_id, e.seq)

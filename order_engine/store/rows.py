@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from order_engine.orders import Order, OrderEvent, OrderUpdate, Status
+from order_engine.orders import TERMINAL, Order, OrderEvent, OrderType, OrderUpdate, Status
 
 
 class Kind(enum.Enum):
@@ -28,14 +28,21 @@ class Kind(enum.Enum):
     U64 = "u64"  # token amounts: up to 2**64 - 1, past a signed 64-bit integer
     TIME = "time"  # epoch seconds
     STATUS = "status"
+    ORDER_TYPE = "order_type"
 
 
 # Read with the order but written only by the lease statements (with its lease_until).
 _LEASE_FIELDS = ("owner",)
 # Integers and floats whose storage is not the plain one of their Python type.
-_U64_FIELDS = frozenset({"amount", "amount_out", "min_amount_out"})
-_TIME_FIELDS = frozenset({"created_at", "updated_at"})
-_PLAIN = {str: Kind.TEXT, int: Kind.INT, float: Kind.FLOAT, Status: Kind.STATUS}
+_U64_FIELDS = frozenset({"amount", "amount_out", "min_amount_out", "min_liquidity"})
+_TIME_FIELDS = frozenset({"created_at", "updated_at", "expires_at"})
+_PLAIN = {
+    str: Kind.TEXT,
+    int: Kind.INT,
+    float: Kind.FLOAT,
+    Status: Kind.STATUS,
+    OrderType: Kind.ORDER_TYPE,
+}
 
 # Every field of Order, in its order: a row read in this order is Order's positional args.
 READ_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Order))
@@ -45,7 +52,10 @@ ORDER_COLUMNS: tuple[str, ...] = tuple(c for c in READ_COLUMNS if c not in _LEAS
 UPDATE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(OrderUpdate))
 EVENT_COLUMNS = "order_id, seq, status, message, payload, created_at"
 # Spelled as the partial indexes of the migrations spell it, so the planner uses them.
-UNFINISHED = "status NOT IN ('confirmed', 'failed')"
+UNFINISHED = "status NOT IN ('cancelled', 'confirmed', 'expired', 'failed')"
+_TERMINAL_SQL = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL))
+if UNFINISHED != f"status NOT IN ({_TERMINAL_SQL})":  # a new terminal status: a migration
+    raise TypeError(f"UNFINISHED does not list every terminal status ({_TERMINAL_SQL})")
 
 
 def _kind(name: str, hint: Any) -> Kind:
@@ -94,12 +104,14 @@ class OrderRows:
         to_db: dict[Kind, Callable[[Any], Any]] = {
             Kind.U64: dialect.u64_to_db,
             Kind.TIME: dialect.time_to_db,
-            Kind.STATUS: _status_to_db,
+            Kind.STATUS: _enum_to_db,
+            Kind.ORDER_TYPE: _enum_to_db,
         }
         from_db: dict[Kind, Callable[[Any], Any]] = {
             Kind.U64: dialect.u64_from_db,
             Kind.TIME: dialect.time_from_db,
             Kind.STATUS: Status,
+            Kind.ORDER_TYPE: OrderType,
         }
         self._order_values = _getter(ORDER_COLUMNS)
         self._update_values = _getter(UPDATE_COLUMNS)
@@ -132,8 +144,8 @@ class OrderRows:
         return OrderEvent(order_id, seq, Status(status), message, ts, data)
 
 
-def _status_to_db(status: Status) -> str:
-    return status.value
+def _enum_to_db(value: Status | OrderType) -> str:
+    return value.value
 
 
 def _getter(columns: Sequence[str]) -> Callable[[object], tuple[Any, ...]]:

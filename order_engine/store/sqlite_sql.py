@@ -27,11 +27,11 @@ INSERT_ORDER = (
 )
 INSERT_EVENT = f"INSERT INTO order_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 # The WHERE clause is the fence: the update matches only if this event is the next one and
-# this replica owns the order.
+# this replica owns the order (the fence owner is NULL for a write made whoever owns it).
 UPDATE_ORDER = (
     "UPDATE orders SET status = ?, last_seq = ?, updated_at = ?, "
     + ", ".join(f"{c} = coalesce(?, {c})" for c in UPDATE_COLUMNS)
-    + " WHERE order_id = ? AND last_seq = ? AND owner = ?"
+    + " WHERE order_id = ? AND last_seq = ? AND owner IS coalesce(?, owner)"
 )
 # A SQLite file has one process: an order leased to any other id was left by a dead one.
 CLAIM = f"""
@@ -62,5 +62,5 @@ def update_row(t: Transition, owner: str) -> tuple[Any, ...]:
         *ROWS.update_values(t.update),
         e.order_id,
         e.seq - 1,
-        owner,
+        None if t.any_owner else owner,
     )

@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from order_engine.orders import Order, OrderUpdate, Status
+from order_engine.orders import Order, OrderType, OrderUpdate, Status
 from order_engine.store import postgres, sqlite
 from order_engine.store.rows import (
     KINDS,
@@ -40,6 +40,10 @@ EVERY_FIELD_SET = Order(
     error_code="e",
     error_message="m",
     client_id="alice",
+    order_type=OrderType.LIMIT,
+    limit_price="0.000000123456789",
+    expires_at=1_000_000.125,
+    min_liquidity=2**64 - 3,
     last_valid_slot=2**40,
     owner="replica-1",
 )
@@ -63,8 +67,13 @@ def test_token_amounts_and_times_are_stored_apart_from_plain_numbers() -> None:
         "amount",
         "amount_out",
         "min_amount_out",
+        "min_liquidity",
     }
-    assert {c for c, k in KINDS.items() if k is Kind.TIME} == {"created_at", "updated_at"}
+    assert {c for c, k in KINDS.items() if k is Kind.TIME} == {
+        "created_at",
+        "updated_at",
+        "expires_at",
+    }
     assert KINDS["last_valid_slot"] is Kind.INT
 
 
