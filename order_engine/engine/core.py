@@ -23,25 +23,36 @@ from order_engine.config import EngineSettings
 from order_engine.hub import Hub
 from order_engine.market import MarketData
 from order_engine.metrics import Metrics
-from order_engine.orders import Order, OrderType, OrderUpdate, Status
-from order_engine.payloads import ErrorInfo, PendingData, RoutingData
+from order_engine.orders import CANCELLABLE, Order, OrderType, OrderUpdate, Status
+from order_engine.payloads import (
+    CancelledData,
+    ErrorInfo,
+    ExpiredData,
+    OpenData,
+    PendingData,
+    RoutingData,
+    Trigger,
+)
 from order_engine.routing import Router
 from order_engine.store import Store, StoreError
-from order_engine.venues.base import Chain, VenueError
+from order_engine.venues.base import Chain, TransientVenueError, VenueError
 from order_engine.venues.tokens import Token, TokenRegistry
 
 from .confirmations import CONFIRMATIONS, Confirmations
-from .errors import EngineUnavailable, OrderLost, Unavailable
+from .errors import EngineUnavailable, NotCancellable, OrderLost, OrderNotFound, Unavailable
 from .leases import Leases
 from .recorder import Recorder
 from .reports import building_data, report_route
 from .retries import RETRIES, Retries
 from .run import OrderRun
 from .supervision import ErrorHandler, Supervisor
+from .triggers import EXPIRY, TriggerBook, limit_threshold
 
 log = logging.getLogger("order_engine.engine")
 
 WORKERS = "workers"  # the supervisor's group of worker loops
+ARMING = "arming"  # the supervisor's group of writes that arm, expire or re-arm an order
+BELOW_LIMIT = "below_limit"  # a fired limit order whose route no longer pays its limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,12 @@ class OrderRequest:
     limit_price: Decimal | None = None  # least token_out per one token_in (UI units)
     expires_at: float | None = None  # limit and sniper: epoch seconds (None: the default)
     min_liquidity: int | None = None  # sniper: base units of token_in the pool must hold
+
+
+def decimal_text(value: Decimal) -> str:
+    """Exact, without exponent or trailing zeros: 1E+2 -> "100", 0.50 -> "0.5"."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def min_out(expected: int, slippage_bps: int) -> int:
@@ -84,13 +101,18 @@ class Engine:
         claim_interval: float | None = None,
         metrics: Metrics | None = None,
         market_data: MarketData | None = None,
+        quote_from_stream: bool = True,
+        default_expiry_s: float = 86_400.0,
     ) -> None:
         """`execute=False`: an API-only replica that stores orders for workers to claim.
         `claim_interval`: how often to look for orders nobody holds (None: never after
         start-up; one process on SQLite has nobody to take over from). `market_data`: the
-        streamed pool states routing quotes from while they are fresh."""
+        streamed pool states armed orders fire on (and routing quotes from while they are
+        fresh, with `quote_from_stream`)."""
         self._store = store
         self._market_data = market_data
+        self._quote_from_stream = quote_from_stream
+        self._default_expiry_s = default_expiry_s
         self._router = router
         self._registry = registry
         self._settings = settings
@@ -109,13 +131,21 @@ class Engine:
             claim_interval=claim_interval,
         )
         self._recorder = Recorder(
-            store=store, hub=hub, metrics=metrics, on_finished=self._leases.drop, clock=clock
+            store=store, hub=hub, metrics=metrics, on_finished=self._finished, clock=clock
+        )
+        self._triggers = TriggerBook(
+            market_data=market_data if execute else None,
+            supervisor=self._supervisor,
+            fire=self._fire,
+            expire=self._expire,
+            clock=clock,
         )
         self._retries = Retries(
             settings=settings,
             recorder=self._recorder,
             supervisor=self._supervisor,
             requeue=self._queue.put,
+            rearm=self._rearm,
             on_error=self._resume_on_error,
             rng=rng or random.Random(),
         )
@@ -136,6 +166,7 @@ class Engine:
         """Resume the unfinished orders this replica may take, then start the workers."""
         if self._execute:
             await self._leases.start()
+            self._triggers.start()
             self._workers = [
                 self._supervisor.spawn(WORKERS, self._worker(n), f"worker-{n}")
                 for n in range(self._settings.workers)
@@ -161,7 +192,7 @@ class Engine:
         late = await self._supervisor.drain((WORKERS, CONFIRMATIONS), grace)
         if late:
             log.warning("shutdown: %d stage(s) did not finish within %.1fs", late, grace)
-        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES)
+        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES, EXPIRY, ARMING)
         if left := self._queue.qsize():
             log.info("shutdown: %d queued order(s) stay pending for the next start", left)
         if self._execute:
@@ -172,7 +203,7 @@ class Engine:
         self._accepting = False
         self._stopping = True
         await self._leases.stop()
-        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES)
+        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES, EXPIRY, ARMING)
 
     @property
     def accepting(self) -> bool:
@@ -192,6 +223,10 @@ class Engine:
         """Transactions sent (or being built) whose fate the chain has not told yet."""
         return self._confirmations.slots.taken
 
+    def open_orders(self) -> dict[str, int]:
+        """Orders armed here, waiting for their trigger, by type."""
+        return self._triggers.by_type()
+
     # -- intake -------------------------------------------------------------------------
 
     async def submit(self, request: OrderRequest) -> Order:
@@ -206,6 +241,9 @@ class Engine:
         if self._execute and self._queue.full():
             raise EngineUnavailable(Unavailable.QUEUE_FULL, "the order queue is full", 1)
         now = self._recorder.now()
+        expires_at = None
+        if request.order_type is not OrderType.MARKET:
+            expires_at = request.expires_at or round(now + self._default_expiry_s, 6)
         order = Order(
             order_id=str(uuid.uuid4()),
             token_in=request.token_in.symbol,
@@ -221,6 +259,10 @@ class Engine:
             idempotency_key=request.idempotency_key,
             request_hash=request.request_hash,
             client_id=request.client_id,
+            order_type=request.order_type,
+            limit_price=None if request.limit_price is None else decimal_text(request.limit_price),
+            expires_at=expires_at,
+            min_liquidity=request.min_liquidity,
         )
         pending = PendingData(
             token_in=request.token_in.symbol,
@@ -252,10 +294,79 @@ class Engine:
         if order.status is Status.SUBMITTED:
             self._confirmations.wait(run)
             return
+        if order.status is Status.OPEN:
+            self._triggers.arm(run)
+            return
         try:
             self._queue.put_nowait(run)
         except asyncio.QueueFull:  # filled while the claim was in flight: wait a turn
             self._retries.requeue_after(run, 0)
+
+    # -- cancel -------------------------------------------------------------------------
+
+    async def cancel(self, order_id: str, *, client_id: str | None = None) -> Order:
+        """Cancel an order not yet executing: pending or open, on any replica.
+
+        The cancellation is written whoever leases the order, fenced on its seq alone: it
+        races the owner's next write (a trigger firing, an expiry, a worker taking it up)
+        and exactly one of them wins. The owner learns it lost at that write."""
+        while True:
+            order = await self._store.get(order_id)
+            if order is None or (client_id is not None and order.client_id != client_id):
+                raise OrderNotFound(order_id)
+            if order.status not in CANCELLABLE:
+                raise NotCancellable(order)
+            run = self._run_for(order)
+            try:
+                await self._recorder.emit(
+                    run,
+                    Status.CANCELLED,
+                    "Order cancelled",
+                    CancelledData(previous=order.status.value),
+                    any_owner=True,
+                )
+            except OrderLost:
+                continue  # something else happened to it first: judge it again
+            return run.order
+
+    # -- armed orders -------------------------------------------------------------------
+
+    def _open_data(self, order: Order, rearmed: VenueError | None = None) -> OpenData:
+        assert order.expires_at is not None
+        return OpenData(
+            order_type=order.order_type.value,
+            expires_at=order.expires_at,
+            limit_price=order.limit_price,
+            rearmed=None
+            if rearmed is None
+            else ErrorInfo(code=rearmed.code, message=rearmed.message),
+        )
+
+    async def _arm(self, run: OrderRun, message: str, rearmed: VenueError | None = None) -> None:
+        """Record the order as open, then wait for its trigger."""
+        await self._recorder.emit(run, Status.OPEN, message, self._open_data(run.order, rearmed))
+        if not self._stop_requested():
+            self._triggers.arm(run)
+
+    async def _rearm(self, run: OrderRun, reason: VenueError) -> None:
+        log.info("[%s] armed again (%s: %s)", run.order_id, reason.code, reason.message)
+        await self._arm(run, f"Armed again: {reason.message}", reason)
+
+    def _fire(self, run: OrderRun, trigger: Trigger) -> None:
+        """The market met the order's limit: route it at once, ahead of nothing."""
+        run.trigger = trigger
+        try:
+            self._queue.put_nowait(run)
+        except asyncio.QueueFull:  # a burst of orders: it waits its turn
+            self._retries.requeue_after(run, 0)
+
+    def _expire(self, run: OrderRun) -> None:
+        assert run.order.expires_at is not None
+        data = ExpiredData(expires_at=run.order.expires_at)
+        write = self._recorder.emit(run, Status.EXPIRED, "Order expired unfilled", data)
+        self._supervisor.spawn(
+            ARMING, write, f"expire-{run.order_id}", on_error=self._resume_on_error(run)
+        )
 
     # -- workers ------------------------------------------------------------------------
 
@@ -271,21 +382,31 @@ class Engine:
                 self._busy.discard(n)
 
     async def _advance(self, run: OrderRun) -> None:
-        """Take the order from its current (not yet submitted) status to submitted."""
+        """Take the order from its current (not yet submitted) status to submitted; a new
+        limit order only as far as armed."""
+        if run.status is Status.PENDING and run.order.order_type is not OrderType.MARKET:
+            await self._arm(run, "Armed: waiting for the limit price")
+            return
         attempt = self._next_attempt(run)
         reason = run.retry_reason
         retry_reason = (
             None if reason is None else ErrorInfo(code=reason.code, message=reason.message)
         )
+        trigger, run.trigger = run.trigger, None
         message = "Comparing prices on Raydium and Meteora"
-        if attempt > 1:
+        if trigger is not None:
+            message = f"Limit price reached at slot {trigger.slot}: routing"
+        elif attempt > 1 and run.order.order_type is OrderType.MARKET:
             message = f"Retrying (attempt {attempt} of {self._settings.max_attempts})"
         await self._recorder.emit(
             run,
             Status.ROUTING,
             message,
             RoutingData(
-                attempt=attempt, retry_reason=retry_reason, quote_source=self._quote_source()
+                attempt=attempt,
+                retry_reason=retry_reason,
+                quote_source=self._quote_source(),
+                trigger=trigger,
             ),
             OrderUpdate(attempts=attempt),
         )
@@ -297,6 +418,20 @@ class Engine:
             await self._retries.retry_or_fail(run, exc)
             return
         floor = min_out(route.amount_out, run.order.slippage_bps)
+        if run.order.order_type is not OrderType.MARKET:
+            # Never fill below the limit, whatever the slippage tolerance allows.
+            limit = limit_threshold(run)
+            if route.amount_out < limit:
+                out = run.token_out.format(route.amount_out)
+                await self._rearm(
+                    run,
+                    TransientVenueError(
+                        BELOW_LIMIT,
+                        f"the best route pays {out} {run.token_out.symbol}, below the limit",
+                    ),
+                )
+                return
+            floor = max(floor, limit)
         report_route(run, route, self._metrics)
         await self._recorder.emit(
             run,
@@ -311,7 +446,8 @@ class Engine:
 
     def _quote_source(self) -> str:
         data = self._market_data
-        return "stream" if data is not None and data.fresh() else "rpc"
+        streamed = self._quote_from_stream and data is not None and data.fresh()
+        return "stream" if streamed else "rpc"
 
     def _stop_requested(self) -> bool:
         """Checked between stages: a stopping engine leaves the order at its stored stage."""
@@ -322,7 +458,7 @@ class Engine:
         crash mid-attempt continues that attempt (a crash is not the venue's failure)."""
         if run.status is Status.PENDING:
             return 1
-        if run.retry_reason is not None:
+        if run.retry_reason is not None or run.status is Status.OPEN:
             return run.order.attempts + 1
         return max(run.order.attempts, 1)
 
@@ -359,6 +495,11 @@ class Engine:
                 delay = min(delay * 2, self._settings.retry_max_ms / 1000)
         await self._recorder.publish(unseen)
         if order is None or order.terminal or order.owner != self._store.owner:
-            self._leases.drop(order_id)
+            self._finished(order_id)
             return
         self._adopt(order)
+
+    def _finished(self, order_id: str) -> None:
+        """The order is finished, or no longer this replica's: let go of it."""
+        self._leases.drop(order_id)
+        self._triggers.disarm(order_id)

@@ -69,13 +69,16 @@ class Recorder:
         message: str,
         payload: Payload,
         update: OrderUpdate | None = None,
+        *,
+        any_owner: bool = False,
     ) -> None:
+        """`any_owner`: a cancellation, written whoever leases the order."""
         order = run.order
         check_transition(order.status, status)
         event = OrderEvent(
             order.order_id, order.last_seq + 1, status, message, self.now(), payload.to_json()
         )
-        transition = Transition(event, update or OrderUpdate())
+        transition = Transition(event, update or OrderUpdate(), any_owner=any_owner)
         try:
             await self._store.append(transition)
         except SeqConflict:

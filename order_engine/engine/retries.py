@@ -9,7 +9,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 from order_engine.config import EngineSettings
-from order_engine.orders import OrderUpdate, Status
+from order_engine.orders import OrderType, OrderUpdate, Status
 from order_engine.payloads import ErrorInfo, FailedData
 from order_engine.venues.base import VenueError
 
@@ -30,10 +30,13 @@ class Retries:
         recorder: Recorder,
         supervisor: Supervisor,
         requeue: Callable[[OrderRun], Awaitable[None]],
+        rearm: Callable[[OrderRun, VenueError], Awaitable[None]],
         on_error: Callable[[OrderRun], ErrorHandler],
         rng: random.Random,
     ) -> None:
+        """`rearm` waits for a fired limit order's trigger again."""
         self._settings = settings
+        self._rearm = rearm
         self._recorder = recorder
         self._supervisor = supervisor
         self._requeue = requeue
@@ -41,6 +44,11 @@ class Retries:
         self._rng = rng
 
     async def retry_or_fail(self, run: OrderRun, error: VenueError) -> None:
+        if error.transient and run.order.order_type is not OrderType.MARKET:
+            # The market it fired on has moved: it fires again when the price is there,
+            # however many times, until it expires.
+            await self._rearm(run, error)
+            return
         attempt = max(run.order.attempts, 1)
         if not error.transient or attempt >= self._settings.max_attempts:
             await self.fail(run, error)

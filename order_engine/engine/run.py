@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from order_engine.orders import Order, Status
+from order_engine.payloads import Trigger
 from order_engine.venues.base import VenueError
 from order_engine.venues.tokens import Token
 
@@ -15,6 +16,7 @@ class OrderRun:
     token_in: Token
     token_out: Token
     retry_reason: VenueError | None = None  # why the last attempt failed, until routing again
+    trigger: Trigger | None = None  # what fired the armed order, until routing records it
 
     @property
     def order_id(self) -> str:

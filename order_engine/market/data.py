@@ -53,6 +53,7 @@ class MarketData:
         self._pools: dict[str, tuple[str, Pool]] = {}  # pool id -> (venue, mirror)
         self._venues: dict[str, SimulatedVenue] = {}
         self._listeners: list[Listener] = []
+        self._reset_listeners: list[Callable[[], None]] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- following the stream -----------------------------------------------------------
@@ -75,6 +76,13 @@ class MarketData:
         self._connected = True
         if self._waiters:
             self._wake()
+        # Told once the view is whole and current, so listeners may price against it.
+        if isinstance(message, Snapshot):
+            for reset in self._reset_listeners:
+                reset()
+        elif isinstance(message, AccountUpdate):
+            for listener in self._listeners:
+                listener(message)
 
     async def reached(self, seq: int) -> None:
         """Until the view has applied the stream up to `seq` (of its current stream)."""
@@ -108,6 +116,11 @@ class MarketData:
         """Call `listener` after each pool update is applied (triggers, live prices)."""
         self._listeners.append(listener)
 
+    def on_reset(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after the view is rebuilt from a snapshot: every pool may have
+        moved, unannounced by updates."""
+        self._reset_listeners.append(listener)
+
     def _reset(self, snapshot: Snapshot) -> None:
         self._snapshots += 1
         if self._snapshots > 1:
@@ -129,8 +142,6 @@ class MarketData:
             self._rebuild_venues()
         else:
             known[1].apply_state(update.state)
-        for listener in self._listeners:
-            listener(update)
 
     def _rebuild_venues(self) -> None:
         by_venue: dict[str, list[Pool]] = {}

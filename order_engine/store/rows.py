@@ -54,7 +54,7 @@ EVENT_COLUMNS = "order_id, seq, status, message, payload, created_at"
 # Spelled as the partial indexes of the migrations spell it, so the planner uses them.
 UNFINISHED = "status NOT IN ('cancelled', 'confirmed', 'expired', 'failed')"
 _TERMINAL_SQL = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL))
-if UNFINISHED != f"status NOT IN ({_TERMINAL_SQL})":  # a new terminal status: a migration
+if f"status NOT IN ({_TERMINAL_SQL})" != UNFINISHED:  # a new terminal status: a migration
     raise TypeError(f"UNFINISHED does not list every terminal status ({_TERMINAL_SQL})")
 
 

@@ -113,6 +113,23 @@ class SimulatedVenue:
             )
         return self._to_quote(token_in, token_out, amount_in, *best)
 
+    def price_bound(self, token_in: Token, token_out: Token) -> float | None:
+        """The most output per unit of input (base units) any path pays at the pools' current
+        prices, before fees and price impact: no swap of any size pays more, since fees
+        and impact only take away (None: no path)."""
+        best = None
+        for path in self._paths(token_in, token_out):
+            price = 1.0
+            for a, b in pairwise(path):
+                pool = self._by_pair[frozenset((a, b))]
+                spot = pool.spot_price()
+                if a == pool.token_x:
+                    price *= spot
+                else:
+                    price = price / spot if spot > 0 else math.inf
+            best = price if best is None else max(best, price)
+        return best
+
     def execute(self, hops: Sequence[Hop], amount_in: int, *, commit: bool) -> int:
         """Re-run a quoted route against the pools as they are now (at landing); with
         `commit`, the reserves move. Returns the output. Raises PoolExhausted/DustAmount."""

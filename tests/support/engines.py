@@ -4,11 +4,13 @@ wires it, and waited on through its hub."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 
 from order_engine.config import Settings
 from order_engine.engine import Engine
 from order_engine.hub import Hub
+from order_engine.market import MarketData
 from order_engine.metrics import Metrics
 from order_engine.orders import Status
 from order_engine.routing import Router
@@ -17,8 +19,17 @@ from order_engine.venues.base import Market
 from order_engine.venues.tokens import REGISTRY
 
 
-def build_engine(*, store: Store, hub: Hub, market: Market, settings: Settings) -> Engine:
-    """One process's engine on its own store: no claims after start-up, as on SQLite."""
+def build_engine(
+    *,
+    store: Store,
+    hub: Hub,
+    market: Market,
+    settings: Settings,
+    market_data: MarketData | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Engine:
+    """One process's engine on its own store: no claims after start-up, as on SQLite.
+    `market_data`: the streamed pools armed orders fire on (routing quotes from the venues)."""
     router = Router(
         list(market.venues.values()),
         quote_timeout=settings.engine.quote_timeout_ms / 1000,
@@ -36,6 +47,10 @@ def build_engine(*, store: Store, hub: Hub, market: Market, settings: Settings) 
         lease_s=settings.engine.lease_s,
         claim_interval=None,
         metrics=Metrics(),
+        market_data=market_data,
+        quote_from_stream=False,
+        default_expiry_s=settings.orders.default_expiry_s,
+        clock=clock,
     )
 
 

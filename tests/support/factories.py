@@ -34,10 +34,15 @@ ORDER: dict[str, Any] = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1.5}
 
 
 def order_request(
-    token_in: str = "SOL", token_out: str = "USDC", amount: str = "2", slippage_bps: int = 50
+    token_in: str = "SOL",
+    token_out: str = "USDC",
+    amount: str = "2",
+    slippage_bps: int = 50,
+    **fields: Any,
 ) -> OrderRequest:
-    """A validated order, as the API hands it to the engine (`amount` in whole tokens)."""
+    """A validated order, as the API hands it to the engine (`amount` in whole tokens);
+    `fields`: more of OrderRequest's (order_type, limit_price, expires_at, ...)."""
     token = REGISTRY.resolve(token_in)
     return OrderRequest(
-        token, REGISTRY.resolve(token_out), token.to_base(Decimal(amount)), slippage_bps
+        token, REGISTRY.resolve(token_out), token.to_base(Decimal(amount)), slippage_bps, **fields
     )
