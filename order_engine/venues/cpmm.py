@@ -109,6 +109,9 @@ class ConstantProductPool:
     def spot_price(self) -> float:
         return self.reserve_y / self.reserve_x
 
+    def least_fee(self) -> float:
+        return self.fee_rate / FEE_DENOMINATOR
+
     def quote(self, token_in: str, amount_in: int, now: float = 0.0) -> Fill:
         x_in = self._x_in(token_in)
         r_in, r_out = (self.reserve_x, self.reserve_y) if x_in else (self.reserve_y, self.reserve_x)

@@ -148,6 +148,10 @@ class DlmmPool:
     def spot_price(self) -> float:
         return self.price_q64(self.active_id) / ONE_Q64
 
+    def least_fee(self) -> float:
+        # The fee is charged on top of what the bins take: fee / input = rate / denominator.
+        return self.base_fee_rate / FEE_DENOMINATOR
+
     def fee_rate(self, volatility_reference: int, index_reference: int, bin_id: int) -> int:
         accumulator = self._accumulator(volatility_reference, index_reference, bin_id)
         variable = (

@@ -57,6 +57,11 @@ class Pool(Protocol):
         """Marginal price of x in y (base units), fee excluded."""
         ...
 
+    def least_fee(self) -> float:
+        """The smallest share of its input any swap pays as fee now (dynamic fees only
+        add to it)."""
+        ...
+
     def trade_towards(self, target_price: float, now: float) -> None:
         """Trade as an arbitrageur would until the spot price is near `target_price`."""
         ...

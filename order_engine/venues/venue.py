@@ -115,8 +115,8 @@ class SimulatedVenue:
 
     def price_bound(self, token_in: Token, token_out: Token) -> float | None:
         """The most output per unit of input (base units) any path pays at the pools' current
-        prices, before fees and price impact: no swap of any size pays more, since fees
-        and impact only take away (None: no path)."""
+        prices and least fees, before price impact: no swap of any size pays more, since
+        impact and dynamic fees only take away (None: no path)."""
         best = None
         for path in self._paths(token_in, token_out):
             price = 1.0
@@ -127,6 +127,7 @@ class SimulatedVenue:
                     price *= spot
                 else:
                     price = price / spot if spot > 0 else math.inf
+                price *= 1 - pool.least_fee()
             best = price if best is None else max(best, price)
         return best
 
