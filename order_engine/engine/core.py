@@ -353,12 +353,18 @@ class Engine:
         await self._arm(run, f"Armed again: {reason.message}", reason)
 
     def _fire(self, run: OrderRun, trigger: Trigger) -> None:
-        """The market met the order's limit: route it at once, ahead of nothing."""
+        """The market met the order's limit. Its routing event is written at once, beside
+        every other order fired by the same update (one batch in the store), before a worker
+        is free to route it: the trigger's moment is recorded, however many fired."""
         run.trigger = trigger
-        try:
-            self._queue.put_nowait(run)
-        except asyncio.QueueFull:  # a burst of orders: it waits its turn
-            self._retries.requeue_after(run, 0)
+        self._supervisor.spawn(
+            ARMING, self._fired(run), f"fire-{run.order_id}", on_error=self._resume_on_error(run)
+        )
+
+    async def _fired(self, run: OrderRun) -> None:
+        await self._record_routing(run)
+        run.routing_recorded = True
+        await self._queue.put(run)  # a burst of fired orders waits its turn here
 
     def _expire(self, run: OrderRun) -> None:
         assert run.order.expires_at is not None
@@ -387,29 +393,10 @@ class Engine:
         if run.status is Status.PENDING and run.order.order_type is not OrderType.MARKET:
             await self._arm(run, "Armed: waiting for the limit price")
             return
-        attempt = self._next_attempt(run)
-        reason = run.retry_reason
-        retry_reason = (
-            None if reason is None else ErrorInfo(code=reason.code, message=reason.message)
-        )
-        trigger, run.trigger = run.trigger, None
-        message = "Comparing prices on Raydium and Meteora"
-        if trigger is not None:
-            message = f"Limit price reached at slot {trigger.slot}: routing"
-        elif attempt > 1 and run.order.order_type is OrderType.MARKET:
-            message = f"Retrying (attempt {attempt} of {self._settings.max_attempts})"
-        await self._recorder.emit(
-            run,
-            Status.ROUTING,
-            message,
-            RoutingData(
-                attempt=attempt,
-                retry_reason=retry_reason,
-                quote_source=self._quote_source(),
-                trigger=trigger,
-            ),
-            OrderUpdate(attempts=attempt),
-        )
+        if run.routing_recorded:
+            run.routing_recorded = False  # by the trigger that fired it
+        else:
+            await self._record_routing(run)
         if self._stop_requested():
             return
         try:
@@ -443,6 +430,32 @@ class Engine:
         if self._stop_requested():
             return
         await self._confirmations.send(run, route, floor)
+
+    async def _record_routing(self, run: OrderRun) -> None:
+        """The routing stage begins: a new attempt, a retry, or a fired trigger."""
+        attempt = self._next_attempt(run)
+        reason = run.retry_reason
+        retry_reason = (
+            None if reason is None else ErrorInfo(code=reason.code, message=reason.message)
+        )
+        trigger, run.trigger = run.trigger, None
+        message = "Comparing prices on Raydium and Meteora"
+        if trigger is not None:
+            message = f"Limit price reached at slot {trigger.slot}: routing"
+        elif attempt > 1 and run.order.order_type is OrderType.MARKET:
+            message = f"Retrying (attempt {attempt} of {self._settings.max_attempts})"
+        await self._recorder.emit(
+            run,
+            Status.ROUTING,
+            message,
+            RoutingData(
+                attempt=attempt,
+                retry_reason=retry_reason,
+                quote_source=self._quote_source(),
+                trigger=trigger,
+            ),
+            OrderUpdate(attempts=attempt),
+        )
 
     def _quote_source(self) -> str:
         data = self._market_data

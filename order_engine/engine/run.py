@@ -17,6 +17,7 @@ class OrderRun:
     token_out: Token
     retry_reason: VenueError | None = None  # why the last attempt failed, until routing again
     trigger: Trigger | None = None  # what fired the armed order, until routing records it
+    routing_recorded: bool = False  # the trigger wrote the routing event: a worker goes on
 
     @property
     def order_id(self) -> str:
