@@ -24,7 +24,7 @@ from order_engine.venues import SimulatedMarket
 from order_engine.venues.tokens import REGISTRY
 from tests.integration.test_market_data import Link
 from tests.integration.test_openapi import check, check_message, document
-from tests.support.clients import read_until_closed, services
+from tests.support.clients import post_order, read_until_closed, services, watch
 from tests.support.factories import make_settings
 
 STREAM = "/api/market/stream"
@@ -176,18 +176,19 @@ async def test_a_busy_market_is_streamed_at_a_bounded_rate(
         assert set(by_pair(update)) == charted_pairs(market)
 
 
-async def test_refused_when_market_data_is_off(
+async def test_the_market_is_followed_while_routing_asks_the_venues(
     aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
 ) -> None:
+    """Armed limit orders fire on the streamed pools: the stream is followed (and served)
+    even when routing quotes by asking each venue."""
     settings = make_settings(tmp_path, venues={"profile": "instant", "quote_from_stream": False})
     client = await aiohttp_client(build_app(settings, market=market))
-    async with client.ws_connect(STREAM) as ws:
-        replies = await read_until_closed(ws)
-    assert ws.close_code == 1013
-    assert [r["error"]["code"] for r in replies] == ["market_data_off"]
+    await caught_up(client)
     resp = await client.get("/api/market")
-    assert resp.status == 503
-    assert (await resp.json())["error"]["code"] == "market_data_off"
+    assert resp.status == 200, await resp.text()
+    events = await watch(client, await post_order(client))
+    routing = next(e for e in events if e["status"] == "routing")
+    assert routing["data"]["quoteSource"] == "rpc"
 
 
 async def test_a_view_behind_the_chain_is_refused_and_its_watchers_closed(
