@@ -163,12 +163,14 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         REGISTRY,
         default_slippage_bps=settings.orders.default_slippage_bps,
         max_slippage_bps=settings.orders.max_slippage_bps,
+        max_expiry_s=settings.orders.max_expiry_s,
     )
     submitter = OrderSubmitter(
         services.engine, services.store, idempotency_ttl_s=settings.orders.idempotency_ttl_s
     )
     rest = RestHandlers(
         submitter=submitter,
+        engine=services.engine,
         store=services.store,
         hub=services.hub,
         parser=parser,
@@ -206,8 +208,13 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         app.router.add_get("/api/orders/execute", streams.execute)
         app.router.add_get("/api/order/status", streams.status)
         app.router.add_get("/api/order/{order_id}", rest.get_order)
+        app.router.add_delete("/api/order/{order_id}", rest.cancel_order)
         app.router.add_get("/api/orders", rest.list_orders)
         app.router.add_get("/api/orders/stream", streams.firehose)
+        # After the static /api/orders/... paths, which must keep winning over an order id.
+        app.router.add_get("/api/orders/{order_id}", rest.get_order)
+        app.router.add_delete("/api/orders/{order_id}", rest.cancel_order)
+        app.router.add_get("/api/stats", rest.stats)
         app.router.add_get("/api/market", market_streams.prices)
         app.router.add_get("/api/market/stream", market_streams.stream)
         app.router.add_get("/api/openapi.json", openapi)

@@ -1,4 +1,4 @@
-"""REST handlers: submit an order, read one, health and readiness, the OpenAPI document."""
+"""REST handlers: submit an order, read or cancel one, stats, health and readiness."""
 
 from __future__ import annotations
 
@@ -19,15 +19,23 @@ from order_engine.api.validation import (
     parse_json,
     parse_order_id,
 )
-from order_engine.engine import Engine, EngineUnavailable, OrderRequest
+from order_engine.engine import (
+    Engine,
+    EngineUnavailable,
+    NotCancellable,
+    OrderNotFound,
+    OrderRequest,
+)
 from order_engine.hub import Hub
-from order_engine.orders import Order
+from order_engine.orders import Order, OrderType, Status
 from order_engine.store import DuplicateOrder, Store, StoreConflict, StoreUnavailable
 from order_engine.venues.tokens import TokenRegistry
 
 log = logging.getLogger("order_engine.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The order types that wait armed for a trigger (GET /api/stats counts them).
+_ARMED_TYPES = (OrderType.LIMIT, OrderType.SNIPER)
 
 
 @web.middleware
@@ -67,12 +75,29 @@ def store_refusal(exc: StoreUnavailable | StoreConflict) -> ApiError:
     )
 
 
+def status_stream_path(order_id: str) -> str:
+    """Where an order's events are streamed (WebSocket), as the 201 answer points to it."""
+    return f"/api/order/status?orderId={order_id}"
+
+
+def accepted_json(order: Order, message: str) -> dict[str, Any]:
+    """The answer to a submitted order (POST, and the execute WebSocket's first reply)."""
+    return {
+        "orderId": order.order_id,
+        "status": order.status.value,
+        "message": message,
+        "websocketUrl": status_stream_path(order.order_id),
+    }
+
+
 def order_json(order: Order, registry: TokenRegistry) -> dict[str, Any]:
     token_in = registry.resolve(order.token_in)
     token_out = registry.resolve(order.token_out)
 
     def out(amount: int | None) -> str | None:
         return None if amount is None else token_out.format(amount)
+
+    liquidity = order.min_liquidity
 
     return {
         "orderId": order.order_id,
@@ -95,6 +120,10 @@ def order_json(order: Order, registry: TokenRegistry) -> dict[str, Any]:
         "clientOrderId": order.client_order_id,
         "createdAt": order.created_at,
         "updatedAt": order.updated_at,
+        "orderType": order.order_type.value,
+        "limitPrice": order.limit_price,
+        "expiresAt": order.expires_at,
+        "minLiquidity": None if liquidity is None else token_in.format(liquidity),
     }
 
 
@@ -167,6 +196,30 @@ class OrderSubmitter:
             ) from None
 
 
+class NotCancellableError(ApiError):
+    """409 for an order whose execution began: the body says which status it is in, so the
+    client knows what to wait for without another request."""
+
+    def __init__(self, order: Order) -> None:
+        super().__init__(
+            409,
+            "not_cancellable",
+            f"order {order.order_id} is {order.status.value}: only a pending or open order "
+            "can be cancelled",
+            "orderId",
+        )
+        self.order_status = order.status
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["status"] = self.order_status.value
+        return body
+
+
+def _order_not_found(order_id: str) -> ApiError:
+    return ApiError(404, "order_not_found", f"no order {order_id}", "orderId")
+
+
 def _duplicate_client_order_id() -> ApiError:
     return ApiError(
         409,
@@ -181,6 +234,7 @@ class RestHandlers:
         self,
         *,
         submitter: OrderSubmitter,
+        engine: Engine,
         store: Store,
         hub: Hub,
         parser: OrderParser,
@@ -190,6 +244,7 @@ class RestHandlers:
     ) -> None:
         self._body_timeout = body_timeout_s
         self._submitter = submitter
+        self._engine = engine
         self._store = store
         self._hub = hub
         self._parser = parser
@@ -213,17 +268,8 @@ class RestHandlers:
         )
         order, created = await self._submitter.submit(order_request)
         if created:
-            body = {
-                "orderId": order.order_id,
-                "status": order.status.value,
-                "message": "Order submitted successfully.",
-            }
-            return json_response(body, status=201)
-        body = {
-            "orderId": order.order_id,
-            "status": order.status.value,
-            "message": "Order already submitted with this Idempotency-Key.",
-        }
+            return json_response(accepted_json(order, "Order submitted successfully."), 201)
+        body = accepted_json(order, "Order already submitted with this Idempotency-Key.")
         return json_response(body, status=200, headers={"Idempotent-Replayed": "true"})
 
     async def _read_body(self, request: web.Request) -> bytes:
@@ -255,12 +301,39 @@ class RestHandlers:
         client = request.get(CLIENT)
         # Another client's order answers exactly as a missing one: ids cannot be probed.
         if order is None or (client is not None and order.client_id != client):
-            raise ApiError(404, "order_not_found", f"no order {order_id}", "orderId")
+            raise _order_not_found(order_id)
         events = await self._store.events(order_id)
         return json_response(
             {
                 "order": order_json(order, self._registry),
                 "events": [e.to_message() for e in events],
+            }
+        )
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        """DELETE /api/order/{id}: cancel a pending or open order; 409 once it executes."""
+        order_id = parse_order_id(request.match_info.get("order_id"))
+        try:
+            order = await self._engine.cancel(order_id, client_id=request.get(CLIENT))
+        except OrderNotFound:
+            raise _order_not_found(order_id) from None
+        except NotCancellable as exc:
+            raise NotCancellableError(exc.order) from None
+        return json_response(order_json(order, self._registry))
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """GET /api/stats: this process's queue and armed orders, and the store's counts of
+        every order by status (all clients')."""
+        counts = await self._store.count_by_status()
+        engine = self._engine
+        armed = engine.open_orders()
+        return json_response(
+            {
+                "queueDepth": engine.queue_depth,
+                "inFlight": engine.transactions_in_flight,
+                "held": engine.held,
+                "openOrders": {t.value: armed.get(t.value, 0) for t in _ARMED_TYPES},
+                "byStatus": {s.value: counts.get(s.value, 0) for s in Status},
             }
         )
 

@@ -8,7 +8,7 @@ from functools import cache
 from typing import Any
 
 from order_engine import __version__, payloads
-from order_engine.orders import Status
+from order_engine.orders import OrderType, Status
 
 _DECIMAL = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["1.5"]}
 _DEX = {"type": "string", "enum": ["Raydium", "Meteora"]}
@@ -20,8 +20,20 @@ _ERROR_BODY = {
         "code": {"type": "string"},
         "message": {"type": "string"},
         "field": {"type": "string"},
+        "status": {**_STATUS, "description": "not_cancellable: the order's current status"},
     },
     "additionalProperties": False,
+}
+_ORDER_ID_PATH = {
+    "name": "orderId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+
+_TIME_VALUE = {
+    "oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "format": "date-time"}]
 }
 
 
@@ -72,25 +84,67 @@ _EVENT_SCHEMAS = _event_schemas()
 _EVENT_NAMES = [_event_name(status) for status in Status]
 
 _SCHEMAS: dict[str, Any] = {
-    "OrderRequest": _obj(
-        ["tokenIn", "tokenOut", "amount"],
-        {
-            "tokenIn": {"type": "string", "description": "symbol (case-insensitive) or mint"},
-            "tokenOut": {"type": "string"},
-            "amount": {
-                "description": "in units of tokenIn, > 0, at most the token's decimals",
-                "oneOf": [{"type": "number", "exclusiveMinimum": 0}, _DECIMAL],
+    "OrderRequest": {
+        **_obj(
+            ["tokenIn", "tokenOut", "amount"],
+            {
+                "tokenIn": {"type": "string", "description": "symbol (case-insensitive) or mint"},
+                "tokenOut": {"type": "string"},
+                "amount": {
+                    "description": "in units of tokenIn, > 0, at most the token's decimals",
+                    "oneOf": [{"type": "number", "exclusiveMinimum": 0}, _DECIMAL],
+                },
+                "slippageBps": {"type": "integer", "minimum": 0, "maximum": 5000, "default": 50},
+                "clientOrderId": {"type": "string", "minLength": 1, "maxLength": 64},
+                "orderType": {
+                    "type": "string",
+                    "enum": [t.value for t in OrderType],
+                    "default": "market",
+                    "description": "market: executes now; limit: waits until the best route "
+                    "pays at least limitPrice; sniper: waits for tokenOut's first pool. Any "
+                    "other value is 400 invalid_order_type",
+                },
+                "limitPrice": {
+                    "description": "least tokenOut per one tokenIn, exact: > 0, at most 30 "
+                    "significant digits and 30 digits either side of the point "
+                    "(400 invalid_limit_price). Required for limit, optional for sniper",
+                    "oneOf": [{"type": "number", "exclusiveMinimum": 0}, _DECIMAL],
+                },
+                "expiresIn": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "description": "limit and sniper: seconds from now, at most "
+                    "orders.max_expiry_s (7 days by default); without it nor expiresAt, "
+                    "orders.default_expiry_s (400 invalid_expiry)",
+                },
+                "expiresAt": {
+                    **_TIME_VALUE,
+                    "description": "limit and sniper, instead of expiresIn: epoch seconds or "
+                    "ISO 8601 with a timezone, in the future and at most orders.max_expiry_s "
+                    "away (400 invalid_expiry; both given: invalid_expiry naming the second)",
+                },
+                "minLiquidity": {
+                    "description": "sniper: the least depth of the new pool, in units of "
+                    "tokenIn, at most its decimals (400 invalid_min_liquidity)",
+                    "oneOf": [{"type": "number", "exclusiveMinimum": 0}, _DECIMAL],
+                },
             },
-            "slippageBps": {"type": "integer", "minimum": 0, "maximum": 5000, "default": 50},
-            "clientOrderId": {"type": "string", "minLength": 1, "maxLength": 64},
-        },
-    ),
+        ),
+        "description": "A field of another order type (limitPrice on a market order, "
+        "minLiquidity on a limit order) is 400 field_not_allowed naming it; unknown fields "
+        "are 400 unknown_field, its message naming every one.",
+    },
     "OrderAccepted": _obj(
-        ["orderId", "status", "message"],
+        ["orderId", "status", "message", "websocketUrl"],
         {
             "orderId": {"type": "string", "format": "uuid"},
             "status": _STATUS,
             "message": {"type": "string"},
+            "websocketUrl": {
+                "type": "string",
+                "description": "path of the order's status stream (WebSocket)",
+                "examples": ["/api/order/status?orderId=cfe19bbb-ed76-4082-929d-3574876c98ff"],
+            },
         },
     ),
     "Error": _obj(["error"], {"error": _ERROR_BODY}),
@@ -112,6 +166,10 @@ _SCHEMAS: dict[str, Any] = {
             "clientOrderId",
             "createdAt",
             "updatedAt",
+            "orderType",
+            "limitPrice",
+            "expiresAt",
+            "minLiquidity",
         ],
         {
             "orderId": {"type": "string", "format": "uuid"},
@@ -130,6 +188,40 @@ _SCHEMAS: dict[str, Any] = {
             "clientOrderId": {"type": ["string", "null"]},
             "createdAt": {"type": "number"},
             "updatedAt": {"type": "number"},
+            "orderType": {"type": "string", "enum": [t.value for t in OrderType]},
+            "limitPrice": {"oneOf": [_DECIMAL, {"type": "null"}]},
+            "expiresAt": {"type": ["number", "null"], "description": "epoch seconds"},
+            "minLiquidity": {
+                "oneOf": [_DECIMAL, {"type": "null"}],
+                "description": "sniper: in units of tokenIn",
+            },
+        },
+    ),
+    "Stats": _obj(
+        ["queueDepth", "inFlight", "held", "openOrders", "byStatus"],
+        {
+            "queueDepth": {"type": "integer", "minimum": 0, "description": "orders queued"},
+            "inFlight": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "transactions sent whose fate the chain has not told yet",
+            },
+            "held": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "orders this process holds: queued, worked on, confirming",
+            },
+            "openOrders": _obj(
+                ["limit", "sniper"],
+                {
+                    "limit": {"type": "integer", "minimum": 0},
+                    "sniper": {"type": "integer", "minimum": 0},
+                },
+            ),
+            "byStatus": _obj(
+                [status.value for status in Status],
+                {status.value: {"type": "integer", "minimum": 0} for status in Status},
+            ),
         },
     ),
     "OrderPage": _obj(
@@ -201,7 +293,9 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
-_TIME = {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "format": "date-time"}]}
+_TIME = _TIME_VALUE
+_UUID = {"type": "string", "format": "uuid"}
+_SEQ = {"type": "integer", "minimum": 0}
 
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +326,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 _SUBMIT = {
-    "summary": "Submit a market swap order",
+    "summary": "Submit a swap order: market, limit or sniper",
     "operationId": "executeOrder",
     "parameters": [
         {
@@ -247,9 +341,33 @@ _SUBMIT = {
         "content": {"application/json": {"schema": _ref("OrderRequest")}},
     },
     "responses": {
-        "201": _json("OrderAccepted", "stored and queued"),
+        "201": _json("OrderAccepted", "stored and queued (limit, sniper: then armed)"),
         "200": _json("OrderAccepted", "replay of an earlier request with the same key"),
         **_errors(400, 401, 408, 409, 413, 415, 422, 429, 503),
+    },
+}
+
+_GET_ORDER = {
+    "summary": "An order and all its events",
+    "operationId": "getOrder",
+    "parameters": [_ORDER_ID_PATH],
+    "responses": {
+        "200": _json("OrderDetail", "the order"),
+        **_errors(400, 401, 404, 429, 503),
+    },
+}
+
+_CANCEL_ORDER = {
+    "summary": "Cancel a pending or open order",
+    "operationId": "cancelOrder",
+    "description": "Cancels an order that is pending or open (armed): its stream ends with "
+    "a `cancelled` event. Once its execution began (routing and after) or it finished, the "
+    "answer is 409 `not_cancellable` with the order's status in `error.status`.",
+    "parameters": [_ORDER_ID_PATH],
+    "responses": {
+        "200": _json("Order", "cancelled: the order, status `cancelled`"),
+        "409": _json("Error", "not_cancellable: too late, `error.status` is the order's status"),
+        **_errors(400, 401, 404, 429, 503),
     },
 }
 
@@ -268,7 +386,14 @@ _PATHS: dict[str, Any] = {
             "operationId": "executeOrderWebSocket",
             "description": "WebSocket upgrade. The client's first message is an OrderRequest; "
             "the server answers OrderAccepted (or Error then close 1008), then streams the "
-            "order's OrderEvent messages and closes with 1000 after the terminal one.",
+            "order's OrderEvent messages and closes with 1000 after the terminal one. With "
+            "`orderId` (and optionally `after`) in the query, it serves that order's status "
+            "stream instead, exactly as /api/order/status does (to reconnect where one "
+            "submitted).",
+            "parameters": [
+                _query("orderId", "stream this order instead of taking one", _UUID),
+                _query("after", "with orderId: only events with a greater seq", _SEQ),
+            ],
             "x-websocket": {
                 "send": _ref("OrderRequest"),
                 "receive": {"oneOf": [_ref("OrderAccepted"), _ref("OrderEvent"), _ref("Error")]},
@@ -285,19 +410,8 @@ _PATHS: dict[str, Any] = {
             "operationId": "orderStatusWebSocket",
             "description": _WS_NOTE,
             "parameters": [
-                {
-                    "name": "orderId",
-                    "in": "query",
-                    "required": True,
-                    "schema": {"type": "string", "format": "uuid"},
-                },
-                {
-                    "name": "after",
-                    "in": "query",
-                    "required": False,
-                    "description": "resume: only events with a greater seq",
-                    "schema": {"type": "integer", "minimum": 0},
-                },
+                {"name": "orderId", "in": "query", "required": True, "schema": _UUID},
+                _query("after", "resume: only events with a greater seq", _SEQ),
             ],
             "x-websocket": {"receive": {"oneOf": [_ref("OrderEvent"), _ref("Error")]}},
             "responses": {
@@ -306,21 +420,22 @@ _PATHS: dict[str, Any] = {
             },
         }
     },
-    "/api/order/{orderId}": {
+    "/api/order/{orderId}": {"get": _GET_ORDER, "delete": _CANCEL_ORDER},
+    "/api/orders/{orderId}": {
+        "get": {**_GET_ORDER, "operationId": "getOrderAlias"},
+        "delete": {**_CANCEL_ORDER, "operationId": "cancelOrderAlias"},
+    },
+    "/api/stats": {
         "get": {
-            "summary": "An order and all its events",
-            "operationId": "getOrder",
-            "parameters": [
-                {
-                    "name": "orderId",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "format": "uuid"},
-                }
-            ],
+            "summary": "Queue, in-flight and open orders; every order counted by status",
+            "operationId": "stats",
+            "description": "queueDepth, inFlight, held and openOrders are this process's "
+            "(armed limit and sniper orders by type); byStatus counts every order in the "
+            "store, every status present (0 if none). With authentication on, the stats are "
+            "still global: every client's orders, not only the caller's.",
             "responses": {
-                "200": _json("OrderDetail", "the order"),
-                **_errors(400, 401, 404, 429),
+                "200": _json("Stats", "the stats"),
+                **_errors(401, 429, 503),
             },
         }
     },

@@ -4,6 +4,10 @@ Amounts must stay exact, so the body is parsed with every JSON number as a `Deci
 would turn 0.1 into a binary float and a 30-digit integer into 1e30). Unknown fields are
 refused, so a typo such as `slipageBps` never silently means "use the default".
 
+Limit and sniper orders add their terms (`limitPrice`, an expiry, `minLiquidity`); a field
+that exists but does not belong to the order's type is refused as `field_not_allowed`, so a
+limit price sent with a market order never silently means nothing.
+
 Text is refused unless it is UTF-8 without NUL: a JSON `\\ud800` escape, or header bytes that
 are not UTF-8, arrive as lone surrogates no database can encode, and PostgreSQL refuses NUL
 where SQLite would store it. Both are turned away here, where the field can be named, rather
@@ -15,20 +19,38 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import uuid
-from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from order_engine.api.errors import ApiError, bad_request, shown
 from order_engine.engine import OrderRequest
-from order_engine.venues.tokens import AmountError, TokenRegistry, UnknownToken
+from order_engine.orders import OrderType
+from order_engine.venues.tokens import AmountError, Token, TokenRegistry, UnknownToken
 
 U64_MAX = 2**64 - 1  # SPL token amounts are u64
 MAX_CLIENT_ORDER_ID = 64
 MAX_IDEMPOTENCY_KEY = 255
+# A limit price is kept exact: at most this many significant digits, and this many digits
+# either side of the point, so its plain decimal form stays short.
+MAX_PRICE_DIGITS = 30
 _DECIMAL_STRING = re.compile(r"^[0-9]+(\.[0-9]+)?$")
-_FIELDS = {"tokenIn", "tokenOut", "amount", "slippageBps", "clientOrderId"}
+_COMMON_FIELDS = frozenset(
+    {"tokenIn", "tokenOut", "amount", "slippageBps", "clientOrderId", "orderType"}
+)
+_EXPIRY_FIELDS = ("expiresIn", "expiresAt")
+# What each order type takes beyond the common fields.
+_TYPE_FIELDS: dict[OrderType, frozenset[str]] = {
+    OrderType.MARKET: frozenset(),
+    OrderType.LIMIT: frozenset({"limitPrice", *_EXPIRY_FIELDS}),
+    OrderType.SNIPER: frozenset({"limitPrice", "minLiquidity", *_EXPIRY_FIELDS}),
+}
+_FIELDS = _COMMON_FIELDS.union(*_TYPE_FIELDS.values())
+_ORDER_TYPES = frozenset(t.value for t in OrderType)
 
 
 def check_text(value: str, field: str, what: str | None = None) -> str:
@@ -80,13 +102,33 @@ def parse_json(raw: bytes | str) -> Any:
         raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """A limit or sniper order's terms, as parsed (all None for a market order)."""
+
+    limit_price: Decimal | None = None
+    expires_at: float | None = None
+    # The expiry as the client asked for it ("in:60", "at:<epoch>"): what the request hash
+    # keeps, so a retried `expiresIn` request is the same request a minute later too.
+    expiry: str = ""
+    min_liquidity: int | None = None
+
+
 class OrderParser:
     def __init__(
-        self, registry: TokenRegistry, *, default_slippage_bps: int, max_slippage_bps: int
+        self,
+        registry: TokenRegistry,
+        *,
+        default_slippage_bps: int,
+        max_slippage_bps: int,
+        max_expiry_s: float = 604_800.0,
+        clock: Callable[[], float] = time.time,
     ):
         self._registry = registry
         self._default_slippage = default_slippage_bps
         self._max_slippage = max_slippage_bps
+        self._max_expiry = max_expiry_s
+        self._clock = clock
 
     def parse(
         self, body: Any, idempotency_key: str | None = None, *, client_id: str | None = None
@@ -95,9 +137,9 @@ class OrderParser:
         are its own (two clients may use the same)."""
         if not isinstance(body, dict):
             raise bad_request("invalid_body", "body must be a JSON object")
-        for name in body:
-            if name not in _FIELDS:
-                raise bad_request("unknown_field", f"unknown field {name!r}", name)
+        _refuse_unknown_fields(body)
+        order_type = _order_type(body)
+        _refuse_foreign_fields(body, order_type)
         token_in = self._token(body, "tokenIn")
         token_out = self._token(body, "tokenOut")
         if self._registry.pool_token(token_in) == self._registry.pool_token(token_out):
@@ -106,20 +148,19 @@ class OrderParser:
             )
         amount = self._amount(body, token_in)
         slippage = self._slippage(body)
-        client_order_id = body.get("clientOrderId")
-        if isinstance(client_order_id, str):
-            check_text(client_order_id, "clientOrderId")
-        if client_order_id is not None and (
-            not isinstance(client_order_id, str)
-            or not 0 < len(client_order_id) <= MAX_CLIENT_ORDER_ID
-        ):
-            raise bad_request(
-                "invalid_client_order_id",
-                f"clientOrderId must be a string of 1 to {MAX_CLIENT_ORDER_ID} characters",
-                "clientOrderId",
-            )
+        client_order_id = _client_order_id(body)
+        terms = self._terms(body, order_type, token_in)
         request = OrderRequest(
-            token_in, token_out, amount, slippage, client_order_id, client_id=client_id
+            token_in,
+            token_out,
+            amount,
+            slippage,
+            client_order_id,
+            client_id=client_id,
+            order_type=order_type,
+            limit_price=terms.limit_price,
+            expires_at=terms.expires_at,
+            min_liquidity=terms.min_liquidity,
         )
         if idempotency_key is None:
             return request
@@ -130,20 +171,16 @@ class OrderParser:
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
                 "Idempotency-Key",
             )
-        return OrderRequest(
-            token_in,
-            token_out,
-            amount,
-            slippage,
-            client_order_id,
+        return replace(
+            request,
             idempotency_key=idempotency_key
             if client_id is None
             else f"{client_id}:{idempotency_key}",
-            request_hash=request_hash(request),
-            client_id=client_id,
+            request_hash=request_hash(request, terms.expiry),
         )
 
-    def _token(self, body: dict[str, Any], name: str) -> Any:
+    def _token(self, body: dict[str, Any], name: str) -> Token:
+        """The one place a token of an order is resolved."""
         value = body.get(name)
         if value is None:
             raise bad_request("missing_field", f"{name} is required", name)
@@ -159,32 +196,11 @@ class OrderParser:
                 "unknown_token", f"unknown token {shown!r} (known: {known})", name
             ) from None
 
-    def _amount(self, body: dict[str, Any], token: Any) -> int:
+    def _amount(self, body: dict[str, Any], token: Token) -> int:
         value = body.get("amount")
         if value is None:
             raise bad_request("missing_field", "amount is required", "amount")
-        if isinstance(value, str):
-            text = check_text(value, "amount").strip()
-            if len(text) > 100 or not _DECIMAL_STRING.match(text):
-                raise bad_request(
-                    "invalid_amount", "amount must be a positive decimal number", "amount"
-                )
-            value = Decimal(text)
-        if not isinstance(value, Decimal):
-            raise bad_request(
-                "invalid_type", "amount must be a number or a decimal string", "amount"
-            )
-        if value.is_finite() and value.adjusted() > 30:
-            raise bad_request("amount_too_large", "amount is too large", "amount")
-        try:
-            base = token.to_base(value)
-        except AmountError as exc:
-            raise bad_request(exc.code, exc.message, "amount") from None
-        if base > U64_MAX:
-            raise bad_request(
-                "amount_too_large", f"amount exceeds the largest {token.symbol} amount", "amount"
-            )
-        return int(base)
+        return _base_units(value, token, "amount")
 
     def _slippage(self, body: dict[str, Any]) -> int:
         value = body.get("slippageBps")
@@ -202,19 +218,236 @@ class OrderParser:
             )
         return int(value)
 
+    def _terms(self, body: dict[str, Any], order_type: OrderType, token_in: Token) -> _Terms:
+        if order_type is OrderType.MARKET:
+            return _Terms()
+        limit_price = _limit_price(body, required=order_type is OrderType.LIMIT)
+        expires_at, expiry = self._expiry(body)
+        return _Terms(
+            limit_price=limit_price,
+            expires_at=expires_at,
+            expiry=expiry,
+            min_liquidity=_min_liquidity(body, token_in),
+        )
 
-def request_hash(request: OrderRequest) -> str:
-    """What makes two requests 'the same' for an Idempotency-Key."""
-    canonical = "|".join(
-        [
-            request.token_in.symbol,
-            request.token_out.symbol,
-            str(request.amount),
-            str(request.slippage_bps),
-            request.client_order_id or "",
-        ]
+    def _expiry(self, body: dict[str, Any]) -> tuple[float | None, str]:
+        """(epoch seconds, the expiry as asked), or (None, "") when none was given: the
+        engine applies its default then."""
+        given = [name for name in body if name in _EXPIRY_FIELDS and body[name] is not None]
+        if not given:
+            return None, ""
+        if len(given) > 1:
+            raise bad_request("invalid_expiry", "give expiresIn or expiresAt, not both", given[1])
+        name = given[0]
+        now = self._clock()
+        if name == "expiresIn":
+            seconds = _seconds(body[name])
+            self._check_horizon(seconds, name)
+            return now + float(seconds), f"in:{_plain(seconds)}"
+        at = _epoch(body[name])
+        if at <= now:
+            raise bad_request("invalid_expiry", "expiresAt must lie in the future", name)
+        self._check_horizon(Decimal(at) - Decimal(now), name)
+        return at, f"at:{at!r}"
+
+    def _check_horizon(self, seconds: Decimal, field: str) -> None:
+        if seconds > Decimal(self._max_expiry):
+            raise bad_request(
+                "invalid_expiry",
+                f"{field} must be at most {self._max_expiry:g} seconds from now",
+                field,
+            )
+
+
+def _refuse_unknown_fields(body: dict[str, Any]) -> None:
+    """All the unknown fields at once: a client fixing its request fixes them together."""
+    unknown = [name for name in body if name not in _FIELDS]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise bad_request("unknown_field", f"unknown field{plural} {names}", unknown[0])
+
+
+def _order_type(body: dict[str, Any]) -> OrderType:
+    value = body.get("orderType")
+    if value is None:
+        return OrderType.MARKET
+    if isinstance(value, str) and value in _ORDER_TYPES:
+        return OrderType(value)
+    names = ", ".join(t.value for t in OrderType)
+    raise bad_request("invalid_order_type", f"orderType must be one of {names}", "orderType")
+
+
+def _refuse_foreign_fields(body: dict[str, Any], order_type: OrderType) -> None:
+    """A field of another order type is refused, not ignored: the client meant something."""
+    allowed = _COMMON_FIELDS | _TYPE_FIELDS[order_type]
+    for name in body:
+        if name not in allowed:
+            raise bad_request(
+                "field_not_allowed", f"{name} does not apply to a {order_type} order", name
+            )
+
+
+def _client_order_id(body: dict[str, Any]) -> str | None:
+    value = body.get("clientOrderId")
+    if isinstance(value, str):
+        check_text(value, "clientOrderId")
+    if value is not None and (
+        not isinstance(value, str) or not 0 < len(value) <= MAX_CLIENT_ORDER_ID
+    ):
+        raise bad_request(
+            "invalid_client_order_id",
+            f"clientOrderId must be a string of 1 to {MAX_CLIENT_ORDER_ID} characters",
+            "clientOrderId",
+        )
+    return value
+
+
+def _decimal(value: Any, field: str, code: str, what: str) -> Decimal:
+    """A JSON number (parsed as a Decimal) or a plain decimal string; `code` and `what` for
+    a string that is no decimal number."""
+    if isinstance(value, str):
+        text = check_text(value, field).strip()
+        if len(text) > 100 or not _DECIMAL_STRING.match(text):
+            raise bad_request(code, f"{field} must be {what}", field)
+        return Decimal(text)
+    if not isinstance(value, Decimal):
+        raise bad_request("invalid_type", f"{field} must be a number or a decimal string", field)
+    return value
+
+
+def _base_units(value: Any, token: Token, field: str) -> int:
+    """A UI amount of `token` (number or decimal string), exactly, in its base units."""
+    value = _decimal(value, field, "invalid_amount", "a positive decimal number")
+    if value.is_finite() and value.adjusted() > 30:
+        raise bad_request("amount_too_large", f"{field} is too large", field)
+    if value.is_finite() and value > 0 and _fraction_digits(value) > token.decimals:
+        # Checked here, exactly: Token.to_base's own check rounds past 28 digits first.
+        raise bad_request(
+            "too_many_decimals",
+            f"{token.symbol} has {token.decimals} decimals; {field} has more",
+            field,
+        )
+    try:
+        base = token.to_base(value)
+    except AmountError as exc:
+        raise bad_request(exc.code, exc.message, field) from None
+    if base > U64_MAX:
+        raise bad_request(
+            "amount_too_large", f"{field} exceeds the largest {token.symbol} amount", field
+        )
+    return int(base)
+
+
+def _limit_price(body: dict[str, Any], *, required: bool) -> Decimal | None:
+    """The least tokenOut per one tokenIn, exact, in plain form (no exponent)."""
+    value = body.get("limitPrice")
+    if value is None:
+        if required:
+            raise bad_request("missing_field", "limitPrice is required", "limitPrice")
+        return None
+    what = (
+        f"a positive decimal number of at most {MAX_PRICE_DIGITS} significant digits and "
+        f"{MAX_PRICE_DIGITS} digits either side of the point"
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    price = _decimal(value, "limitPrice", "invalid_limit_price", what)
+    if not price.is_finite() or price <= 0:
+        raise bad_request("invalid_limit_price", f"limitPrice must be {what}", "limitPrice")
+    normal = _stripped(price)
+    if (
+        len(normal.as_tuple().digits) > MAX_PRICE_DIGITS
+        or normal.adjusted() >= MAX_PRICE_DIGITS
+        or _fraction_digits(normal) > MAX_PRICE_DIGITS
+    ):
+        raise bad_request("invalid_limit_price", f"limitPrice must be {what}", "limitPrice")
+    return Decimal(_plain(normal))
+
+
+def _min_liquidity(body: dict[str, Any], token_in: Token) -> int | None:
+    """A sniper's least pool depth, in tokenIn units as amount is: its base units."""
+    value = body.get("minLiquidity")
+    if value is None:
+        return None
+    try:
+        return _base_units(value, token_in, "minLiquidity")
+    except ApiError as exc:
+        if exc.code in ("invalid_type", "invalid_text"):
+            raise
+        raise bad_request(
+            "invalid_min_liquidity",
+            f"minLiquidity must be a positive amount of {token_in.symbol} with at most "
+            f"{token_in.decimals} decimals",
+            "minLiquidity",
+        ) from None
+
+
+def _seconds(value: Any) -> Decimal:
+    if not isinstance(value, Decimal) or not value.is_finite() or value <= 0:
+        raise bad_request(
+            "invalid_expiry", "expiresIn must be a number of seconds above 0", "expiresIn"
+        )
+    return value
+
+
+def _epoch(value: Any) -> float:
+    """expiresAt: epoch seconds (a number), or an ISO 8601 time with a timezone."""
+    if isinstance(value, Decimal) and value.is_finite():
+        return float(value)
+    if isinstance(value, str):
+        check_text(value, "expiresAt")
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return moment.timestamp()
+    raise bad_request(
+        "invalid_expiry",
+        "expiresAt must be epoch seconds or an ISO 8601 time with a timezone",
+        "expiresAt",
+    )
+
+
+def _stripped(value: Decimal) -> Decimal:
+    """`value` without trailing zeros, never rounded (normalize() in the default context
+    would round it to 28 digits)."""
+    return value.normalize(Context(prec=max(len(value.as_tuple().digits), 1)))
+
+
+def _fraction_digits(value: Decimal) -> int:
+    """Digits after the point that matter (a finite value): 1.50 -> 1, 100 -> 0."""
+    exponent = _stripped(value).as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    return max(-exponent, 0)
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal without exponent or trailing zeros, exactly: 1E+2 -> 100, 1.50 -> 1.5."""
+    text = format(_stripped(value), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def request_hash(request: OrderRequest, expiry: str = "") -> str:
+    """What makes two requests 'the same' for an Idempotency-Key. `expiry`: the expiry as
+    asked (see `_Terms`), not the instant it became. A market order hashes as it always did,
+    so keys stored before order types existed still match."""
+    parts = [
+        request.token_in.symbol,
+        request.token_out.symbol,
+        str(request.amount),
+        str(request.slippage_bps),
+        request.client_order_id or "",
+    ]
+    if request.order_type is not OrderType.MARKET:
+        price = request.limit_price
+        liquidity = request.min_liquidity
+        parts += [
+            request.order_type.value,
+            "" if price is None else _plain(price),
+            expiry,
+            "" if liquidity is None else str(liquidity),
+        ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def parse_order_id(value: str | None, field: str = "orderId") -> str:

@@ -20,7 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError
 from order_engine.api.history import parse_history_query
-from order_engine.api.http import OrderSubmitter, store_refusal
+from order_engine.api.http import OrderSubmitter, accepted_json, store_refusal
 from order_engine.api.ratelimit import client_key
 from order_engine.api.sockets import (
     CLOSE_TRY_AGAIN,
@@ -125,7 +125,11 @@ class OrderStreams:
 
     async def execute(self, request: web.Request) -> web.StreamResponse:
         """GET /api/orders/execute upgraded: the first message is the order; the reply is
-        `{orderId, status, message}`, then the order's whole stream on this connection."""
+        `{orderId, status, message, websocketUrl}`, then the order's whole stream on this
+        connection. With `?orderId=` (a client reconnecting where it submitted), the order's
+        status stream instead, exactly as /api/order/status serves it."""
+        if "orderId" in request.query:
+            return await self.status(request)
         ws = await self.open(request)
         try:
             try:
@@ -154,12 +158,7 @@ class OrderStreams:
                 close = CLOSE_TRY_AGAIN if exc.status == 503 else CLOSE_POLICY
                 await self.refuse(ws, request, exc, close)
                 return ws
-            accepted = {
-                "orderId": order.order_id,
-                "status": order.status.value,
-                "message": "Order submitted successfully.",
-            }
-            await self.send(ws, accepted)
+            await self.send(ws, accepted_json(order, "Order submitted successfully."))
             await self._serve(ws, request, order.order_id, 0, client)
         finally:
             self._connections.discard(ws)

@@ -29,9 +29,10 @@ from fractions import Fraction
 from order_engine.market import MarketData
 from order_engine.orders import OrderType
 from order_engine.payloads import Trigger
-from order_engine.venues.base import VenueError
+from order_engine.venues.base import Quote, VenueError
 from order_engine.venues.feed import AccountUpdate
 from order_engine.venues.tokens import Token, TokenRegistry
+from order_engine.venues.venue import SimulatedVenue
 
 from .run import OrderRun
 from .supervision import Supervisor
@@ -41,6 +42,19 @@ log = logging.getLogger("order_engine.engine")
 EXPIRY = "expiry"  # the supervisor's group of the expiry clock
 # Float rounding of the bound must never hide an order that the exact check would fire.
 _BOUND_SLACK = 1e-9
+
+
+def _best(
+    venues: list[SimulatedVenue], token_in: Token, token_out: Token, amount: int
+) -> Quote | None:
+    """The best single venue's quote for the whole amount (None: no venue can fill it)."""
+    best = None
+    for venue in venues:
+        with contextlib.suppress(VenueError):
+            quote = venue.best_quote(token_in, token_out, amount)
+            if best is None or quote.amount_out > best.amount_out:
+                best = quote
+    return best
 
 
 def limit_threshold(run: OrderRun) -> int:
@@ -180,14 +194,14 @@ class TriggerBook:
         # The bound in UI units (token_out per token_in), as limit prices are written.
         ui_bound = max(bounds) * token_in.scale / token_out.scale * (1 + _BOUND_SLACK)
         end = bisect_right(pair.keys, (ui_bound, "\uffff"))
+        # Orders of the same size (bots like round amounts) share one pricing per update.
+        priced: dict[int, Quote | None] = {}
         for _, order_id in pair.keys[:end]:
             armed = pair.armed[order_id]
-            best = None
-            for venue in venues:
-                with contextlib.suppress(VenueError):
-                    quote = venue.best_quote(token_in, token_out, armed.run.order.amount)
-                    if best is None or quote.amount_out > best.amount_out:
-                        best = quote
+            amount = armed.run.order.amount
+            if amount not in priced:
+                priced[amount] = _best(venues, token_in, token_out, amount)
+            best = priced[amount]
             if best is not None and best.amount_out >= armed.threshold:
                 run = self.disarm(order_id)
                 assert run is not None

@@ -126,6 +126,11 @@ class Store(Protocol):
         """The stored last seq of each of these orders (unknown ids are left out)."""
         ...
 
+    async def count_by_status(self) -> dict[str, int]:
+        """How many orders are in each status, every client's (statuses without an order
+        are left out)."""
+        ...
+
     async def unfinished(self) -> list[Order]:
         """Every order not yet confirmed or failed, oldest first (crash recovery)."""
         ...

@@ -400,6 +400,10 @@ class PostgresStore:
         )
         return {r["order_id"]: r["last_seq"] for r in rows}
 
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT status, count(*) AS n FROM orders GROUP BY status")
+        return {r["status"]: r["n"] for r in rows}
+
     async def unfinished(self) -> list[Order]:
         rows = await self._fetch(
             f"SELECT {_READ} FROM orders WHERE {UNFINISHED} ORDER BY created_at"

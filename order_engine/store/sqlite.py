@@ -390,6 +390,10 @@ class SQLiteStore:
             found.update({row[0]: row[1] for row in rows})
         return found
 
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._read("SELECT status, count(*) FROM orders GROUP BY status")
+        return {row[0]: row[1] for row in rows}
+
     async def unfinished(self) -> list[Order]:
         rows = await self._read(
             f"SELECT {READ_SQL} FROM orders WHERE {UNFINISHED} ORDER BY created_at"

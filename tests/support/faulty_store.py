@@ -263,6 +263,9 @@ class FaultyStore:
     async def last_seqs(self, order_ids: list[str]) -> dict[str, int]:
         return await self._forward("last_seqs", self.inner.last_seqs, order_ids)
 
+    async def count_by_status(self) -> dict[str, int]:
+        return await self._forward("count_by_status", self.inner.count_by_status)
+
     async def unfinished(self) -> list[Order]:
         return await self._forward("unfinished", self.inner.unfinished)
 
