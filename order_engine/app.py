@@ -19,7 +19,9 @@ from order_engine.api.http import OrderSubmitter, RestHandlers, error_middleware
 from order_engine.api.market import MarketStreams
 from order_engine.api.openapi import openapi_document
 from order_engine.api.ratelimit import TokenBuckets, rate_limit_middleware
+from order_engine.api.sim import sim_routes
 from order_engine.api.sockets import CLOSE_GOING_AWAY, Connections
+from order_engine.api.tokens import token_routes
 from order_engine.api.validation import OrderParser
 from order_engine.api.ws import OrderStreams
 from order_engine.config import Settings
@@ -219,6 +221,11 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         app.router.add_get("/api/market/stream", market_streams.stream)
         app.router.add_get("/api/openapi.json", openapi)
         app.add_routes(dashboard_routes())
+        app.add_routes(token_routes(REGISTRY))
+        if settings.sim.controls:  # demos and tests only: whoever reaches them moves the market
+            body_timeout_s = settings.server.body_timeout_s
+            controls, data = services.market.controls, services.market_data
+            app.add_routes(sim_routes(controls, data, body_timeout_s=body_timeout_s))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", rest.healthz)
     app.router.add_get("/readyz", rest.readyz)

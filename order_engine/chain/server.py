@@ -8,6 +8,10 @@ here before it reaches the market: the simulation trusts its callers, and a bad 
 otherwise fail later inside a landing callback, leaving its transaction pending forever.
 
 `GET /feed` is the chain's account stream over a WebSocket (`order_engine.chain.feed`).
+
+`/admin/*` are the test and demo controls: hold and release landings, drop transactions,
+fault a venue, read the ledger; move a price, launch a token and list the tokens (the
+market's `controls`: a refusal names its `field`, as `RemoteMarket` reads it back).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -23,6 +27,12 @@ from aiohttp import web
 from order_engine.chain.feed import FEEDS, FeedSockets, close_feeds, feed
 from order_engine.chain.shared import MARKET, Refusal
 from order_engine.venues.base import Quote, VenueError
+from order_engine.venues.controls import (
+    ControlError,
+    launch_to_json,
+    listing_to_json,
+    move_to_json,
+)
 from order_engine.venues.market import SimulatedMarket
 from order_engine.venues.tokens import TokenRegistry
 from order_engine.venues.venue import SimulatedVenue
@@ -53,6 +63,7 @@ U64_MAX = 2**64 - 1
 MAX_DROPS = 1_000_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 def build_chain_app(market: SimulatedMarket) -> web.Application:
@@ -74,6 +85,9 @@ def build_chain_app(market: SimulatedMarket) -> web.Application:
     app.router.add_post("/admin/drop_next", _drop_next)
     app.router.add_post("/admin/faults/{name}", _faults)
     app.router.add_get("/admin/ledger", _ledger)
+    app.router.add_post("/admin/move", _move)
+    app.router.add_post("/admin/launch", _launch)
+    app.router.add_get("/admin/tokens", _tokens)
     return app
 
 
@@ -108,6 +122,9 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
     except VenueError as exc:
         status = 503 if exc.transient else 422
         return error_response(status, exc.code, exc.message, transient=exc.transient)
+    except ControlError as exc:
+        error = {"code": exc.code, "message": exc.message, "transient": False, "field": exc.field}
+        return json_response({"error": error}, exc.status)
     except WireError as exc:
         return error_response(400, BAD_REQUEST, str(exc), transient=False)
     except Refusal as exc:
@@ -132,6 +149,14 @@ async def _body(request: web.Request) -> Fields:
     except orjson.JSONDecodeError:
         raise WireError("the body is not valid JSON") from None
     return Fields(value)
+
+
+def _control_input(read: Callable[[str], T], key: str) -> T:
+    """A control's input: a refusal names the field, as the market's own refusals do."""
+    try:
+        return read(key)
+    except WireError as exc:
+        raise ControlError(key, BAD_REQUEST, str(exc)) from None
 
 
 def _trade_amount(value: int, where: str, *, low: int = 1) -> int:
@@ -301,3 +326,26 @@ async def _ledger(request: web.Request) -> web.Response:
     chain = request.app[MARKET].chain
     entries = [ledger_entry_to_json(entry) for entry in chain.ledger]
     return json_response({"slot": chain.current_slot(), "entries": entries})
+
+
+async def _move(request: web.Request) -> web.Response:
+    f = await _body(request)
+    token_a = _control_input(f.text, "tokenA")
+    token_b = _control_input(f.text, "tokenB")
+    bps = _control_input(f.number, "bps")
+    move = request.app[MARKET].move_price(token_a, token_b, bps)
+    return json_response({"move": move_to_json(move)})
+
+
+async def _launch(request: web.Request) -> web.Response:
+    f = await _body(request)
+    token = _control_input(f.text, "token")
+    venue = _control_input(f.text, "venue") if f.has("venue") else None
+    liquidity = _control_input(f.number, "liquidityUsd") if f.has("liquidityUsd") else None
+    launch = request.app[MARKET].launch(token, venue, liquidity)
+    return json_response({"launch": launch_to_json(launch)})
+
+
+async def _tokens(request: web.Request) -> web.Response:
+    listing = request.app[MARKET].registry.listing()
+    return json_response({"tokens": [listing_to_json(entry) for entry in listing]})

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from order_engine.venues.tokens import Token
+
+if TYPE_CHECKING:  # controls imports wire, which imports this module
+    from order_engine.venues.controls import MarketControls
 
 
 class VenueError(Exception):
@@ -178,6 +181,11 @@ class Market(Protocol):
 
     @property
     def chain(self) -> Chain: ...
+
+    @property
+    def controls(self) -> MarketControls:
+        """Move a price, launch a token: the simulated market's, for demos and tests."""
+        ...
 
     async def start(self) -> None: ...
 

@@ -17,19 +17,25 @@ lands moves its pools at once; arbitrageurs answer it on the next tick, as back-
 Every change to a pool is published on `feed`, as a chain's account stream would carry it:
 each landed transaction's pools, each step's moved pools (or, if none moved, a notice that
 the clock did), each new pool whole, and while the market runs a notice every slot.
+
+Two controls move it on command (`controls`; HTTP in `api/sim.py` and the chain service's
+`/admin`): `move_price`, news that reprices a token at once, and `launch`, an upcoming
+token's first pool. A profile may also launch the upcoming tokens on a schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 from collections.abc import Iterable
 from decimal import Decimal
 
-from order_engine.venues import arbitrage
+from order_engine.venues import arbitrage, launches
 from order_engine.venues.chain import SLOT_SECONDS, SimulatedChain
+from order_engine.venues.controls import ControlError, Launch, LocalControls, PriceMove
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.dlmm import DlmmPool, bin_id_for_price
 from order_engine.venues.feed import AccountFeed
@@ -39,40 +45,71 @@ from order_engine.venues.market_data import (
     POOLS,
     REFERENCE_USD,
     PoolSpec,
-    reference_price,
-    usd_to_base,
 )
 from order_engine.venues.pool import DustAmount, Pool, PoolExhausted
 from order_engine.venues.profiles import Profile
-from order_engine.venues.tokens import REGISTRY
+from order_engine.venues.tokens import REGISTRY, Token, TokenRegistry, TokenState, UnknownToken
 from order_engine.venues.venue import SimulatedVenue
+
+log = logging.getLogger("order_engine.venues")
 
 VENUE_NAMES = ("Raydium", "Meteora")
 # What the arbitrageurs' probing swaps are worth: enough that rounding is far below a bps.
 PROBE_USD = 1.0
+# The largest move `move_price` makes at once: half or one and a half times the price.
+# Concentrated pools follow only as far as their bins reach (±15 % for SOL/USDC).
+MAX_MOVE_BPS = 5_000.0
+# Tries at taking a pool to a moved price: each leaves a fraction of the last one's gap.
+FOLLOW_ROUNDS = 4
 
 
 class FairPrices:
     """Every token's fair USD price. Its log distance from the reference follows its own
-    Ornstein-Uhlenbeck process (`market_data.MOTION`), stepped exactly over any interval."""
+    Ornstein-Uhlenbeck process (`market_data.MOTION`), stepped exactly over any interval.
+    A token launched later is listed at its launch price, which is its reference."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: TokenRegistry = REGISTRY) -> None:
+        self._registry = registry
+        self._reference: dict[str, Decimal] = dict(REFERENCE_USD)  # USD per whole token
         self._bps: dict[str, float] = {}  # log distance from the reference, in bps
         self._pairs: dict[tuple[str, str], float] = {}  # reference prices, base units
 
+    def __contains__(self, token: object) -> bool:
+        return token in self._reference
+
+    def add(self, token: str, usd: Decimal) -> None:
+        """Price a token from now on (a launch), starting at its reference `usd`."""
+        if token in self._reference:
+            raise ValueError(f"{token} already has a fair price")
+        self._reference[token] = usd
+
     def usd(self, token: str) -> float:
-        return float(REFERENCE_USD[token]) * math.exp(self._bps.get(token, 0.0) / 10_000)
+        return float(self._reference[token]) * math.exp(self._bps.get(token, 0.0) / 10_000)
 
     def price(self, token_x: str, token_y: str) -> float:
         """Fair price of x in y, in base units (what pools store)."""
         reference = self._pairs.get((token_x, token_y))
         if reference is None:
-            reference = self._pairs[token_x, token_y] = reference_price(token_x, token_y)
+            reference = self._pairs[token_x, token_y] = self._reference_price(token_x, token_y)
         apart = self._bps.get(token_x, 0.0) - self._bps.get(token_y, 0.0)
         return reference * math.exp(apart / 10_000)
 
+    def ui_price(self, token_x: str, token_y: str) -> float:
+        """Fair price of x in y, in whole tokens."""
+        x, y = self._token(token_x), self._token(token_y)
+        return self.price(token_x, token_y) * 10.0 ** (x.decimals - y.decimals)
+
+    def shift(self, token: str, bps: float) -> None:
+        """News: the token's price is `bps` (log) away from where it was; it mean-reverts
+        from there as from any other move."""
+        self._bps[token] = self._bps.get(token, 0.0) + bps
+
+    def reference_base(self, token: str, usd: Decimal) -> int:
+        """Base units of the token `usd` buys at its reference price."""
+        return int((usd / self._reference[token]).scaleb(self._token(token).decimals))
+
     def advance(self, seconds: float, rng: random.Random) -> None:
-        for token in REFERENCE_USD:
+        for token in self._reference:
             motion = MOTION.get(token, DEFAULT_MOTION)
             # Pull-back rate that keeps the long-run spread at `range_bps`.
             rate = motion.volatility_bps**2 / (2 * motion.range_bps**2)
@@ -80,14 +117,33 @@ class FairPrices:
             shock = motion.range_bps * math.sqrt(1 - keep * keep)
             self._bps[token] = self._bps.get(token, 0.0) * keep + rng.gauss(0, shock)
 
+    def _reference_price(self, token_x: str, token_y: str) -> float:
+        x, y = self._token(token_x), self._token(token_y)
+        ui = self._reference[token_x] / self._reference[token_y]
+        return float(ui.scaleb(y.decimals - x.decimals))
+
+    def _token(self, symbol: str) -> Token:
+        return self._registry.resolve(symbol, upcoming=True)
+
 
 class SimulatedMarket:
-    def __init__(self, profile: Profile, seed: int = 0, pools: Iterable[PoolSpec] = POOLS) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        seed: int = 0,
+        pools: Iterable[PoolSpec] = POOLS,
+        *,
+        registry: TokenRegistry = REGISTRY,
+    ) -> None:
+        """`registry` describes this market's chain: which upcoming tokens its pools make
+        tradable (none, when it starts). One market per registry, then: the process's
+        engine resolves tokens against the same one."""
         self.profile = profile
+        self.registry = registry
         self._rng = random.Random(seed)
         self._tick_s = profile.drift_interval_ms / 1000 or 1.0
         self._time = 0.0
-        self.fair = FairPrices()  # what the arbitrageurs trade the pools toward
+        self.fair = FairPrices(registry)  # what the arbitrageurs trade the pools toward
         self._push_bps: dict[str, float] = {}  # other traders' push on each pool
         self._tvl_usd: dict[str, int] = {}
         self._pairs: dict[frozenset[str], list[Pool]] = {}  # every venue's pool of a pair
@@ -98,6 +154,8 @@ class SimulatedMarket:
         keep = 1 - profile.drift_reversion
         stationary = profile.drift_sigma_bps / math.sqrt(max(1 - keep * keep, 1e-12))
         built: dict[str, list[Pool]] = {name: [] for name in VENUE_NAMES}
+        pools = tuple(pools)
+        registry.sync_pools(token for spec in pools for token in (spec.token_x, spec.token_y))
         for spec in pools:
             push = self._rng.gauss(0, stationary)
             off_bps = 0.0
@@ -121,8 +179,10 @@ class SimulatedMarket:
                 self.feed.follow(name, pool)
             venue.on_swap = self._on_swap
         self.chain.on_landed = self._on_landed
+        self.controls = LocalControls(self)
         self._task: asyncio.Task[None] | None = None
         self._slots: asyncio.Task[None] | None = None
+        self._launcher: asyncio.Task[None] | None = None
 
     def now(self) -> float:
         """Market time in seconds: advances one tick per `step`."""
@@ -140,13 +200,92 @@ class SimulatedMarket:
                     moved = push * keep + self._rng.gauss(0, self.profile.drift_sigma_bps)
                     self._trade_noise(pool, moved - push)
             self._arbitrage()
-            published = False
-            for venue in self.venues.values():
-                for pool in venue.pools.values():
-                    published = self.feed.publish(pool) is not None or published
-            if not published:
+            if not self._publish_moved():
                 # Subscribers quote DLMM fees with the clock they last heard.
                 self.feed.notice()
+
+    def move_price(self, token_a: str, token_b: str, bps: float) -> PriceMove:
+        """News: the fair price of `token_a` in `token_b` moves by `bps` (+100: a is worth
+        1 % more), at once. Token a's USD price moves (b and every other token keep theirs),
+        informed traders take every pool holding a there (a concentrated pool moves by
+        whole bins, and no further than its range), arbitrageurs square what remains, and
+        the feed publishes every pool that moved before this returns. So a quote of a in b
+        moves by `bps` on a constant-product pool (to its rounding), and on a concentrated
+        one within a bin step plus the volatility fee of the bins it crossed (a move of
+        less than half a bin leaves it where it was).
+        Raises ControlError (a ValueError) naming the field at fault."""
+        a = self._pool_token(token_a, "tokenA")
+        b = self._pool_token(token_b, "tokenB")
+        if a == b:
+            raise ControlError("tokenB", "same_token", f"{token_a} and {token_b} trade as {a}")
+        if not _number(bps) or not -MAX_MOVE_BPS <= bps <= MAX_MOVE_BPS:
+            # NaN fails the comparison too.
+            raise ControlError(
+                "bps",
+                "invalid_bps",
+                f"bps must be a number from {-MAX_MOVE_BPS:g} to {MAX_MOVE_BPS:g}",
+            )
+        before = self.fair.ui_price(a, b)
+        factor = 1 + bps / 10_000
+        self.fair.shift(a, math.log(factor) * 10_000)
+        for pools in self._pairs.values():
+            for pool in pools:
+                if pool.token_x == a:
+                    self._take(pool, pool.spot_price() * factor)
+                elif pool.token_y == a:
+                    self._take(pool, pool.spot_price() / factor)
+        self._arbitrage()
+        moved = self._publish_moved()
+        after = self.fair.ui_price(a, b)
+        return PriceMove(a, b, bps, before, after, moved, self.feed.stream_id, self.feed.last_seq)
+
+    def launch(
+        self, symbol_or_mint: str, venue: str | None = None, liquidity_usd: float | None = None
+    ) -> Launch:
+        """An upcoming token's first pool, against wSOL, on `venue` (default Raydium) with
+        `liquidity_usd` of value in it (default what a pump.fun curve migrates), opening at
+        its bonding curve's last price; the feed publishes it whole and the registry has
+        the token tradable before this returns. Raises ControlError naming the field."""
+        try:
+            token = self.registry.resolve(symbol_or_mint, upcoming=True)
+        except UnknownToken:
+            listed = ", ".join(t.symbol for t in self.registry.upcoming()) or "none"
+            raise ControlError(
+                "token",
+                "unknown_token",
+                f"no upcoming token {symbol_or_mint!r} (upcoming: {listed})",
+            ) from None
+        if self.registry.state(token) is TokenState.TRADABLE or token.symbol in self.fair:
+            raise ControlError(
+                "token", "already_launched", f"{token.symbol} is already tradable", status=409
+            )
+        venue = launches.DEFAULT_VENUE if venue is None else venue
+        if venue not in self.venues:
+            known = ", ".join(sorted(self.venues))
+            raise ControlError("venue", "unknown_venue", f"no venue {venue!r} (known: {known})")
+        tvl = launches.DEFAULT_LIQUIDITY_USD if liquidity_usd is None else liquidity_usd
+        low, high = launches.MIN_LIQUIDITY_USD, launches.MAX_LIQUIDITY_USD
+        if not _number(tvl) or not low <= tvl <= high:
+            raise ControlError(
+                "liquidityUsd", "invalid_liquidity", f"liquidityUsd must be from {low} to {high}"
+            )
+        price = launches.launch_usd(token.symbol)
+        self.fair.add(token.symbol, price)
+        pool = self.add_pool(launches.launch_spec(token.symbol, venue, round(tvl)))
+        # Nothing has run since the pool was published: subscribers in this process read
+        # the registry with the token tradable, as the engine's triggers must.
+        self.registry.mark_launched(token.symbol)
+        return Launch(
+            token,
+            venue,
+            pool.pool_id,
+            launches.QUOTE_TOKEN,
+            price,
+            round(tvl),
+            launches.pool_depth(pool, launches.QUOTE_TOKEN),
+            self.feed.stream_id,
+            self.feed.last_seq,
+        )
 
     def add_pool(self, spec: PoolSpec) -> Pool:
         """Create a pool now (a launch, a migration), at the fair price, and publish it."""
@@ -167,19 +306,39 @@ class SimulatedMarket:
             self._slots = asyncio.create_task(self._notify_slots(), name="market-slots")
         if self.profile.drift_interval_ms > 0 and self._task is None:
             self._task = asyncio.create_task(self._drift(), name="market-drift")
+        if self.profile.launch_interval_s > 0 and self._launcher is None:
+            self._launcher = asyncio.create_task(self._launch_listed(), name="market-launches")
 
     async def stop(self) -> None:
-        for task in (self._task, self._slots):
+        for task in (self._task, self._slots, self._launcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._slots = None
+        self._task = self._slots = self._launcher = None
 
     async def _drift(self) -> None:
         while True:
             await asyncio.sleep(self._tick_s)
             self.step()
+
+    async def _launch_listed(self) -> None:
+        """The upcoming tokens, one every `launch_interval_s` in the order listed (one
+        launched on command meanwhile keeps its turn, which passes)."""
+        for token in self.registry.upcoming():
+            await asyncio.sleep(self.profile.launch_interval_s)
+            try:
+                launched = self.launch(token.symbol)
+            except ControlError as exc:
+                log.info("scheduled launch of %s skipped: %s", token.symbol, exc.message)
+                continue
+            log.info(
+                "launched %s (mint %s) on %s: pool %s",
+                launched.token.symbol,
+                launched.token.mint,
+                launched.venue,
+                launched.pool_id,
+            )
 
     async def _notify_slots(self) -> None:
         # A quiet stream and a dead one look alike without a heartbeat.
@@ -189,6 +348,39 @@ class SimulatedMarket:
 
     def _on_swap(self, pool: Pool) -> None:
         self._swapped[pool.pool_id] = pool
+
+    def _take(self, pool: Pool, price: float) -> None:
+        """Trade `pool` to `price` (y per x, base units). A first try falls short (a
+        concentrated pool's by the volatility fee of the bins it crosses, which its input
+        did not allow for; a constant-product pool's by rounding): the next ones close
+        the gap, as far as the pool's bins allow."""
+        for _ in range(FOLLOW_ROUNDS):
+            before = pool.spot_price()
+            pool.trade_towards(price, self._time)
+            if pool.spot_price() == before:
+                return
+
+    def _publish_moved(self) -> tuple[str, ...]:
+        """Publish every pool that changed since it was last published; their ids."""
+        moved = []
+        for venue in self.venues.values():
+            for pool in venue.pools.values():
+                if self.feed.publish(pool) is not None:
+                    moved.append(pool.pool_id)
+        return tuple(moved)
+
+    def _pool_token(self, symbol_or_mint: str, field: str) -> str:
+        """The symbol pools hold the token as, if the market prices it (SOL: WSOL)."""
+        try:
+            token = self.registry.resolve(symbol_or_mint)
+        except UnknownToken:
+            raise ControlError(
+                field, "unknown_token", f"{symbol_or_mint!r} is not a tradable token"
+            ) from None
+        symbol = TokenRegistry.pool_token(token).symbol
+        if symbol not in self.fair:
+            raise ControlError(field, "unknown_token", f"no pool holds {symbol}")
+        return symbol
 
     def _on_landed(self, slot: int) -> None:
         for pool in self._swapped.values():
@@ -222,7 +414,7 @@ class SimulatedMarket:
         return max(1, self._base_units(token, PROBE_USD))
 
     def _base_units(self, token: str, usd: float) -> int:
-        return int(usd / self.fair.usd(token) * REGISTRY.resolve(token).scale)
+        return int(usd / self.fair.usd(token) * self.registry.resolve(token, upcoming=True).scale)
 
     def _track(self, spec: PoolSpec, pool: Pool, push_bps: float = 0.0) -> None:
         self._push_bps[pool.pool_id] = push_bps
@@ -238,7 +430,7 @@ class SimulatedMarket:
         price = self.fair.price(spec.token_x, spec.token_y) * math.exp(off_bps / 10_000)
         half_usd = Decimal(spec.tvl_usd) / 2
         if spec.venue == "Raydium":
-            reserve_x = usd_to_base(spec.token_x, half_usd)
+            reserve_x = self.fair.reference_base(spec.token_x, half_usd)
             return ConstantProductPool(
                 pool_id,
                 spec.token_x,
@@ -256,5 +448,10 @@ class SimulatedMarket:
             base_factor=spec.base_factor,
             active_id=bin_id_for_price(price, spec.bin_step),
             bins_each_side=spec.bins_each_side,
-            y_per_bin=usd_to_base(spec.token_y, Decimal(spec.tvl_usd) / bins),
+            y_per_bin=self.fair.reference_base(spec.token_y, Decimal(spec.tvl_usd) / bins),
         )
+
+
+def _number(value: object) -> bool:
+    # bool is an int to Python, never a number to a caller.
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -23,6 +23,9 @@ class Profile:
     drift_interval_ms: float = 0.0
     drift_sigma_bps: float = 8.0
     drift_reversion: float = 0.02
+    # Seconds between launches of the listed upcoming tokens, one at a time, in the order
+    # listed (0 = never; `SimulatedMarket.launch` still launches one on command).
+    launch_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         for field_name in ("quote_latency_ms", "land_latency_ms"):
@@ -35,6 +38,8 @@ class Profile:
             raise ValueError("drop_rate must be in [0, 1)")
         if self.drift_interval_ms < 0 or self.drift_sigma_bps < 0:
             raise ValueError("drift_interval_ms and drift_sigma_bps must not be negative")
+        if self.launch_interval_s < 0:
+            raise ValueError("launch_interval_s must not be negative")
         if not 0 < self.drift_reversion <= 1:
             # 0 would be a random walk without a mean: the other traders' push would grow
             # for good, and arbitrageurs would hold a pool at the edge of its fee band.
@@ -51,5 +56,6 @@ PROFILES: dict[str, Profile] = {
         land_latency_ms=(400.0, 2500.0),
         drop_rate=0.02,
         drift_interval_ms=500.0,
+        launch_interval_s=180.0,
     ),
 }

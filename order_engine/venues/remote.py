@@ -8,6 +8,11 @@ the same code and transience. When the service cannot be reached, or answers som
 is not ours to read, the call raises a transient `venue_down`: the engine retries a quote,
 and for a transaction asks again later. A status is never guessed, since reporting
 "unknown" for a transaction that may yet land could make the engine send the swap twice.
+
+The market's controls (move a price, launch a token, list the tokens) go to the service's
+`/admin` endpoints; a refusal comes back as the same `ControlError`. Which upcoming tokens
+are tradable here follows the account stream (`note_launches`): a launch on the service is
+known to this process once the stream brings the new pool, before anything applies it.
 """
 
 from __future__ import annotations
@@ -31,10 +36,19 @@ from order_engine.venues.base import (
     TxStatus,
     VenueError,
 )
+from order_engine.venues.controls import (
+    ControlError,
+    Launch,
+    PriceMove,
+    launch_from_fields,
+    listing_from_fields,
+    move_from_fields,
+)
 from order_engine.venues.feed import FeedBroken, FeedMessage
 from order_engine.venues.feed_wire import decode_message
+from order_engine.venues.launches import note_launches
 from order_engine.venues.market import VENUE_NAMES
-from order_engine.venues.tokens import Token
+from order_engine.venues.tokens import REGISTRY, Listing, Token, TokenRegistry
 from order_engine.venues.wire import (
     BAD_REQUEST,
     Fields,
@@ -53,6 +67,8 @@ T = TypeVar("T")
 # A session, or where to get it once it exists: RemoteMarket hands out its venues before
 # `start()` opens the session (the engine wires them up at construction).
 SessionSource = aiohttp.ClientSession | Callable[[], aiohttp.ClientSession]
+# How a caller reads a refusal of its own kind (status, body), if it is one.
+Refusal = Callable[[int, bytes], Exception | None]
 
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 # The service caps one long poll at 30 s; `wait` asks again until its own deadline.
@@ -74,11 +90,19 @@ class ChainServiceUnavailable(RuntimeError):
 class _Service:
     """Calls to one service over a shared session, and how their failures map."""
 
-    def __init__(self, session: SessionSource, base_url: str, timeout: float, what: str) -> None:
+    def __init__(
+        self,
+        session: SessionSource,
+        base_url: str,
+        timeout: float,
+        what: str,
+        registry: TokenRegistry = REGISTRY,
+    ) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         self.what = what
+        self.registry = registry  # what tokens in answers resolve against
 
     def session(self) -> aiohttp.ClientSession:
         source = self._session
@@ -93,12 +117,14 @@ class _Service:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         extra_time: float = 0.0,
+        refusal: Refusal | None = None,
     ) -> T:
         status, raw = await self._exchange(method, path, body, params, extra_time)
         if status >= 300:
-            raise _error_from_response(status, raw, self.what)
+            refused = refusal(status, raw) if refusal is not None else None
+            raise refused or _error_from_response(status, raw, self.what)
         try:
-            return decode(Fields(orjson.loads(raw)))
+            return decode(Fields(orjson.loads(raw), registry=self.registry))
         except (orjson.JSONDecodeError, WireError) as exc:
             raise TransientVenueError(
                 VENUE_DOWN, f"{self.what} sent a malformed answer: {exc}"
@@ -151,9 +177,10 @@ class RemoteVenue:
         base_url: str,
         *,
         timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        registry: TokenRegistry = REGISTRY,
     ) -> None:
         self.name = name
-        self._service = _Service(session, base_url, timeout, f"venue {name}")
+        self._service = _Service(session, base_url, timeout, f"venue {name}", registry)
         self._path = f"/venues/{quote_path(name, safe='')}"
 
     async def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
@@ -180,7 +207,9 @@ class RemoteVenue:
             if len(quotes) != len(amounts_in):
                 raise WireError(f"quotes: {len(quotes)} answers for {len(amounts_in)} sizes")
             return [
-                None if item is None else quote_from_fields(Fields(item, f"quotes[{i}]"))
+                None
+                if item is None
+                else quote_from_fields(Fields(item, f"quotes[{i}]", self._service.registry))
                 for i, item in enumerate(quotes)
             ]
 
@@ -196,8 +225,9 @@ class RemoteChain:
         base_url: str,
         *,
         timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        registry: TokenRegistry = REGISTRY,
     ) -> None:
-        self._service = _Service(session, base_url, timeout, "the chain service")
+        self._service = _Service(session, base_url, timeout, "the chain service", registry)
 
     async def build(self, legs: Sequence[Quote], min_out: int) -> Tx:
         body = {"legs": [quote_to_json(leg) for leg in legs], "minOut": amount_json(min_out)}
@@ -262,11 +292,15 @@ class RemoteFeedSource:
         *,
         silence_s: float = FEED_SILENCE_S,
         connect_timeout: float = FEED_CONNECT_TIMEOUT_S,
+        registry: TokenRegistry | None = REGISTRY,
     ) -> None:
+        """`registry` (None: none) learns from the stream which upcoming tokens the
+        service's pools have made tradable."""
         self._session = session
         self.url = base_url.rstrip("/") + "/feed"
         self._silence_s = silence_s
         self._connect_timeout = connect_timeout
+        self._registry = registry
 
     @asynccontextmanager
     async def subscribe(
@@ -295,7 +329,7 @@ class RemoteFeedSource:
         except aiohttp.ClientError as exc:
             raise FeedBroken(f"cannot subscribe to {self.url}: {exc}") from exc
         try:
-            yield RemoteFeedSubscription(ws, self._silence_s)
+            yield RemoteFeedSubscription(ws, self._silence_s, self._registry)
         finally:
             await ws.close()
 
@@ -305,9 +339,15 @@ class RemoteFeedSource:
 
 
 class RemoteFeedSubscription:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool], silence_s: float) -> None:
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse[bool],
+        silence_s: float,
+        registry: TokenRegistry | None = None,
+    ) -> None:
         self._ws = ws
         self._silence_s = silence_s
+        self._registry = registry
 
     async def next(self) -> FeedMessage:
         """The next message. Raises FeedBroken once the stream can bring no more."""
@@ -319,9 +359,14 @@ class RemoteFeedSubscription:
             ) from exc
         if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
             try:
-                return decode_message(msg.data)
+                message = decode_message(msg.data)
             except WireError as exc:
                 raise FeedBroken(f"the chain service sent an unreadable message: {exc}") from exc
+            if self._registry is not None:
+                # Before anyone applies the message: whoever reacts to a new pool (a
+                # sniper's trigger) finds its token tradable.
+                note_launches(self._registry, message)
+            return message
         if msg.type is aiohttp.WSMsgType.ERROR:
             raise FeedBroken(f"the chain service's stream failed: {msg.data}")
         reason = f": {msg.extra}" if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra else ""
@@ -332,7 +377,8 @@ class RemoteFeedSubscription:
 
 class RemoteMarket:
     """The chain service as a market: duck-compatible with SimulatedMarket for `.venues`,
-    `.chain`, `start()` and `stop()`; its account stream is `.feed_source`."""
+    `.chain`, `start()` and `stop()`; its account stream is `.feed_source`; its controls
+    (`MarketControls`) are its own async methods."""
 
     def __init__(
         self,
@@ -340,16 +386,56 @@ class RemoteMarket:
         *,
         venue_names: Sequence[str] = VENUE_NAMES,
         timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        registry: TokenRegistry = REGISTRY,
     ) -> None:
+        """`registry`: what the service's answers name tokens from, kept in step with its
+        launches by the account stream (see RemoteFeedSource)."""
         self.url = url.rstrip("/")
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        session = self._require_session
         self.venues = {
-            name: RemoteVenue(name, self._require_session, self.url, timeout=timeout)
+            name: RemoteVenue(name, session, self.url, timeout=timeout, registry=registry)
             for name in venue_names
         }
-        self.chain = RemoteChain(self._require_session, self.url, timeout=timeout)
-        self.feed_source = RemoteFeedSource(self._require_session, self.url)
+        self.chain = RemoteChain(session, self.url, timeout=timeout, registry=registry)
+        self.feed_source = RemoteFeedSource(session, self.url, registry=registry)
+        self._admin = _Service(session, self.url, timeout, "the chain service", registry)
+
+    @property
+    def controls(self) -> RemoteMarket:
+        return self
+
+    async def move_price(self, token_a: str, token_b: str, bps: float) -> PriceMove:
+        body = {"tokenA": token_a, "tokenB": token_b, "bps": bps}
+        return await self._admin.call(
+            "POST",
+            "/admin/move",
+            lambda f: move_from_fields(f.nested("move")),
+            body=body,
+            refusal=_control_refusal,
+        )
+
+    async def launch(
+        self, token: str, venue: str | None = None, liquidity_usd: float | None = None
+    ) -> Launch:
+        body: dict[str, Any] = {"token": token}
+        if venue is not None:
+            body["venue"] = venue
+        if liquidity_usd is not None:
+            body["liquidityUsd"] = liquidity_usd
+        return await self._admin.call(
+            "POST",
+            "/admin/launch",
+            lambda f: launch_from_fields(f.nested("launch")),
+            body=body,
+            refusal=_control_refusal,
+        )
+
+    async def tokens(self) -> tuple[Listing, ...]:
+        return await self._admin.call(
+            "GET", "/admin/tokens", lambda f: f.each("tokens", listing_from_fields)
+        )
 
     async def start(self) -> None:
         if self._session is not None:
@@ -387,3 +473,14 @@ class RemoteMarket:
             raise ChainServiceUnavailable(
                 f"the chain service at {self.url} has no venue {', '.join(missing)}"
             )
+
+
+def _control_refusal(status: int, raw: bytes) -> ControlError | None:
+    """The service's refusal of a control, naming the field at fault; None if it is not one."""
+    try:
+        error = Fields(orjson.loads(raw)).nested("error")
+        if not error.has("field"):
+            return None
+        return ControlError(error.text("field"), error.text("code"), error.text("message"), status)
+    except (orjson.JSONDecodeError, WireError):
+        return None
