@@ -35,7 +35,12 @@ from order_engine.payloads import (
 )
 from order_engine.routing import Router
 from order_engine.store import Store, StoreError
-from order_engine.venues.base import Chain, TransientVenueError, VenueError
+from order_engine.venues.base import (
+    Chain,
+    PermanentVenueError,
+    TransientVenueError,
+    VenueError,
+)
 from order_engine.venues.tokens import Token, TokenRegistry
 
 from .confirmations import CONFIRMATIONS, Confirmations
@@ -53,6 +58,7 @@ log = logging.getLogger("order_engine.engine")
 WORKERS = "workers"  # the supervisor's group of worker loops
 ARMING = "arming"  # the supervisor's group of writes that arm, expire or re-arm an order
 BELOW_LIMIT = "below_limit"  # a fired limit order whose route no longer pays its limit
+NOT_SUPPORTED = "not_supported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +291,7 @@ class Engine:
         return OrderRun(
             order=order,
             token_in=self._registry.resolve(order.token_in),
-            token_out=self._registry.resolve(order.token_out),
+            token_out=self._registry.resolve(order.token_out, upcoming=True),
         )
 
     def _adopt(self, order: Order) -> None:
@@ -390,6 +396,12 @@ class Engine:
     async def _advance(self, run: OrderRun) -> None:
         """Take the order from its current (not yet submitted) status to submitted; a new
         limit order only as far as armed."""
+        if run.order.order_type is OrderType.SNIPER:
+            # The API refuses them until launches trigger orders; one stored by another
+            # version fails plainly rather than waiting on nothing.
+            error = PermanentVenueError(NOT_SUPPORTED, "sniper orders are not executed yet")
+            await self._retries.fail(run, error)
+            return
         if run.status is Status.PENDING and run.order.order_type is not OrderType.MARKET:
             await self._arm(run, "Armed: waiting for the limit price")
             return
