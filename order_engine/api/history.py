@@ -97,7 +97,8 @@ def parse_history_query(
             tokens[field] = None
             continue
         try:
-            tokens[field] = registry.resolve(value).symbol
+            # Upcoming tokens too: sniper orders name them before they trade.
+            tokens[field] = registry.resolve(value, upcoming=True).symbol
         except UnknownToken:
             raise bad_request("unknown_token", f"unknown token {value!r}", field) from None
     limit = DEFAULT_LIMIT

@@ -91,8 +91,9 @@ def accepted_json(order: Order, message: str) -> dict[str, Any]:
 
 
 def order_json(order: Order, registry: TokenRegistry) -> dict[str, Any]:
-    token_in = registry.resolve(order.token_in)
-    token_out = registry.resolve(order.token_out)
+    # A stored order may name a token not tradable (yet): a sniper's target.
+    token_in = registry.resolve(order.token_in, upcoming=True)
+    token_out = registry.resolve(order.token_out, upcoming=True)
 
     def out(amount: int | None) -> str | None:
         return None if amount is None else token_out.format(amount)

@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from order_engine import __version__, payloads
+from order_engine.api.tokens import TOKEN_LIST_SCHEMA, TOKENS_PATH
 from order_engine.orders import OrderType, Status
 
 _DECIMAL = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["1.5"]}
@@ -282,6 +283,7 @@ _SCHEMAS: dict[str, Any] = {
             "pairs": {"type": "array", "items": _ref("PairPrices")},
         },
     ),
+    "TokenList": TOKEN_LIST_SCHEMA,
     "Health": _obj(
         ["status"],
         {"status": {"type": "string"}, "store": {"type": "string"}, "hub": {"type": "string"}},
@@ -425,6 +427,7 @@ _PATHS: dict[str, Any] = {
         "get": {**_GET_ORDER, "operationId": "getOrderAlias"},
         "delete": {**_CANCEL_ORDER, "operationId": "cancelOrderAlias"},
     },
+    "/api/tokens": TOKENS_PATH,
     "/api/stats": {
         "get": {
             "summary": "Queue, in-flight and open orders; every order counted by status",

@@ -141,7 +141,8 @@ class OrderParser:
         order_type = _order_type(body)
         _refuse_foreign_fields(body, order_type)
         token_in = self._token(body, "tokenIn")
-        token_out = self._token(body, "tokenOut")
+        # A sniper waits for its token's first pool: it may name one not tradable yet.
+        token_out = self._token(body, "tokenOut", upcoming=order_type is OrderType.SNIPER)
         if self._registry.pool_token(token_in) == self._registry.pool_token(token_out):
             raise bad_request(
                 "same_token", "tokenIn and tokenOut must be different tokens", "tokenOut"
@@ -179,8 +180,9 @@ class OrderParser:
             request_hash=request_hash(request, terms.expiry),
         )
 
-    def _token(self, body: dict[str, Any], name: str) -> Token:
-        """The one place a token of an order is resolved."""
+    def _token(self, body: dict[str, Any], name: str, *, upcoming: bool = False) -> Token:
+        """The one place a token of an order is resolved. `upcoming`: a listed token that
+        no pool holds yet is accepted too."""
         value = body.get(name)
         if value is None:
             raise bad_request("missing_field", f"{name} is required", name)
@@ -188,7 +190,7 @@ class OrderParser:
             raise bad_request("invalid_type", f"{name} must be a string", name)
         check_text(value, name)
         try:
-            return self._registry.resolve(value.strip())
+            return self._registry.resolve(value.strip(), upcoming=upcoming)
         except UnknownToken:
             known = ", ".join(t.symbol for t in self._registry)
             shown = value if len(value) <= 64 else value[:64] + "…"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from aiohttp.web import Application
 
 from order_engine.api.auth import new_key
 from order_engine.app import build_app
-from order_engine.orders import Status
+from order_engine.orders import Order, OrderEvent, OrderType, Status
 from order_engine.venues import SimulatedMarket
 from tests.integration.test_openapi import check, check_message, document
 from tests.support.clients import post_order, read_until_closed, services, watch
@@ -116,6 +117,10 @@ CASES = [
     ({**SNIPER, "minLiquidity": 1e40}, "invalid_min_liquidity", "minLiquidity"),
     ({**SNIPER, "minLiquidity": [1]}, "invalid_type", "minLiquidity"),
     ({**SNIPER, "tokenOut": "NOPE"}, "unknown_token", "tokenOut"),
+    # An upcoming token (listed, no pool yet) is a sniper's target only.
+    ({**ORDER, "tokenOut": "WOOF"}, "unknown_token", "tokenOut"),
+    ({**LIMIT, "tokenOut": "WOOF"}, "unknown_token", "tokenOut"),
+    ({**SNIPER, "tokenIn": "WOOF"}, "unknown_token", "tokenIn"),
     # More digits than Decimal's default context keeps: refused, never rounded away.
     ({**ORDER, "amount": "1." + "0" * 28 + "1"}, "too_many_decimals", "amount"),
     ({**SNIPER, "minLiquidity": "1." + "0" * 28 + "1"}, "invalid_min_liquidity", "minLiquidity"),
@@ -185,6 +190,39 @@ async def test_a_market_order_says_so(client: Client) -> None:
     assert (order["limitPrice"], order["expiresAt"], order["minLiquidity"]) == (None,) * 3
     explicit = await stored(client, await post_order(client, orderType="market"))
     assert explicit["orderType"] == "market"
+
+
+async def test_an_order_for_an_upcoming_token_reads_back(client: Client) -> None:
+    """A sniper order names a token before it trades: reading it (the order, the history
+    filtered by that token) must not depend on the token being tradable."""
+    now = time.time()
+    order = Order(
+        order_id=str(uuid.uuid4()),
+        token_in="SOL",
+        token_out="WOOF",
+        amount=10**9,
+        slippage_bps=50,
+        status=Status.PENDING,
+        last_seq=1,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+        order_type=OrderType.SNIPER,
+        expires_at=now + 60,
+        min_liquidity=5 * 10**9,
+    )
+    first = OrderEvent(order.order_id, 1, Status.PENDING, "queued", now, {})
+    # Stored as this replica's own order, which its engine took on at start-up only: the
+    # engine leaves it alone, the API reads it.
+    await services(client).store.create(order, first, owned=True)
+    detail = await stored(client, order.order_id)
+    assert (detail["tokenOut"], detail["orderType"], detail["minLiquidity"]) == (
+        "WOOF",
+        "sniper",
+        "5",
+    )
+    page = await client.get("/api/orders?tokenOut=WOOF")
+    assert [o["orderId"] for o in (await page.json())["orders"]] == [order.order_id]
 
 
 # -- websocketUrl and idempotency -----------------------------------------------------

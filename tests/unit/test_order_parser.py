@@ -13,7 +13,7 @@ import pytest
 from order_engine.api.errors import ApiError
 from order_engine.api.validation import OrderParser, parse_json
 from order_engine.orders import OrderType
-from order_engine.venues.tokens import REGISTRY
+from order_engine.venues.tokens import ALL_TOKENS, UPCOMING_TOKENS, TokenRegistry, TokenState
 
 NOW = 1_800_000_000.0
 MAX_EXPIRY = 604_800.0
@@ -34,9 +34,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def parser(clock: Clock) -> OrderParser:
+def registry() -> TokenRegistry:
+    """A registry of its own: what other tests launch does not change its upcoming tokens."""
+    return TokenRegistry(ALL_TOKENS, upcoming=UPCOMING_TOKENS)
+
+
+@pytest.fixture
+def parser(clock: Clock, registry: TokenRegistry) -> OrderParser:
     return OrderParser(
-        REGISTRY,
+        registry,
         default_slippage_bps=50,
         max_slippage_bps=5_000,
         max_expiry_s=MAX_EXPIRY,
@@ -65,6 +71,17 @@ def test_a_sniper_order_takes_its_terms(parser: OrderParser) -> None:
     assert request.limit_price == Decimal("100000")
     assert str(request.limit_price) == "100000"  # plain, never 1E+5
     assert request.expires_at == NOW + 60
+
+
+def test_a_sniper_may_target_a_token_not_tradable_yet(
+    parser: OrderParser, registry: TokenRegistry
+) -> None:
+    request = parser.parse(body(tokenOut="WOOF", orderType="sniper"))
+    assert request.token_out.symbol == "WOOF"
+    assert registry.state(request.token_out) is TokenState.UPCOMING
+    for fields in ({"orderType": "limit", "limitPrice": 1}, {}):
+        assert refusal(parser, tokenOut="WOOF", **fields) == ("unknown_token", "tokenOut")
+    assert refusal(parser, tokenIn="WOOF", orderType="sniper") == ("unknown_token", "tokenIn")
 
 
 def test_a_sniper_order_needs_no_limit_price_nor_expiry(parser: OrderParser) -> None:
