@@ -18,11 +18,11 @@ from order_engine.api.dashboard import dashboard_routes
 from order_engine.api.http import OrderSubmitter, RestHandlers, error_middleware
 from order_engine.api.market import MarketStreams
 from order_engine.api.openapi import openapi_document
+from order_engine.api.order_parser import OrderParser
 from order_engine.api.ratelimit import TokenBuckets, rate_limit_middleware
 from order_engine.api.sim import sim_routes
 from order_engine.api.sockets import CLOSE_GOING_AWAY, Connections
 from order_engine.api.tokens import token_routes
-from order_engine.api.validation import OrderParser
 from order_engine.api.ws import OrderStreams
 from order_engine.config import Settings
 from order_engine.engine import Engine

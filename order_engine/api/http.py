@@ -13,12 +13,8 @@ from aiohttp import hdrs, web
 from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError, error_response, json_response
 from order_engine.api.history import encode_cursor, parse_history_query
-from order_engine.api.validation import (
-    OrderParser,
-    check_request_text,
-    parse_json,
-    parse_order_id,
-)
+from order_engine.api.order_parser import OrderParser
+from order_engine.api.validation import check_request_text, parse_json, parse_order_id
 from order_engine.engine import (
     Engine,
     EngineUnavailable,

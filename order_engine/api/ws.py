@@ -21,6 +21,7 @@ from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError
 from order_engine.api.history import parse_history_query
 from order_engine.api.http import OrderSubmitter, accepted_json, store_refusal
+from order_engine.api.order_parser import OrderParser
 from order_engine.api.ratelimit import client_key
 from order_engine.api.sockets import (
     CLOSE_TRY_AGAIN,
@@ -29,7 +30,7 @@ from order_engine.api.sockets import (
     abort_connection,
     close_socket,
 )
-from order_engine.api.validation import OrderParser, parse_after, parse_json, parse_order_id
+from order_engine.api.validation import parse_after, parse_json, parse_order_id
 from order_engine.hub import Hub
 from order_engine.hub.base import Subscription
 from order_engine.orders import OrderEvent, Status

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from order_engine.api.errors import ApiError
-from order_engine.api.validation import OrderParser, parse_json
+from order_engine.api.order_parser import OrderParser
+from order_engine.api.validation import parse_json
 from order_engine.orders import OrderType
 from order_engine.venues.tokens import ALL_TOKENS, UPCOMING_TOKENS, TokenRegistry, TokenState
 
