@@ -28,7 +28,8 @@ from order_engine.venues import SimulatedMarket
 from order_engine.venues.feed import AccountUpdate, SlotNotice, Snapshot
 from order_engine.venues.feed_wire import CLOSE_LAGGED
 from order_engine.venues.market_data import PoolSpec
-from order_engine.venues.remote import RemoteFeedSource, RemoteVenue
+from order_engine.venues.remote_clients import RemoteVenue
+from order_engine.venues.remote_feed import RemoteFeedSource
 from order_engine.venues.tokens import REGISTRY
 from tests.support.market import land_swap
 from tests.support.proxy import TcpProxy

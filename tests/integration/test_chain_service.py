@@ -25,7 +25,8 @@ from order_engine.venues.base import (
     TransientVenueError,
     TxState,
 )
-from order_engine.venues.remote import ChainServiceUnavailable, RemoteChain, RemoteMarket
+from order_engine.venues.remote import ChainServiceUnavailable, RemoteMarket
+from order_engine.venues.remote_clients import RemoteChain
 from order_engine.venues.tokens import REGISTRY
 from order_engine.venues.wire import quote_to_json
 from tests.support.processes import Process, free_port
