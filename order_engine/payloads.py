@@ -127,6 +127,7 @@ class ConfirmedData(Payload):
     amount_in: DecimalStr
     amount_out: DecimalStr
     legs: Annotated[list[Leg], msgspec.Meta(min_length=2)] | None = None
+    slot: int | None = None  # the slot it landed in
 
 
 class FailedData(Payload):

@@ -1,6 +1,6 @@
 """The execution engine and the parts it is made of (see `core`)."""
 
-from order_engine.engine.core import Engine, OrderRequest, min_out
+from order_engine.engine.core import Engine, min_out
 from order_engine.engine.errors import (
     EngineUnavailable,
     NotCancellable,
@@ -8,6 +8,7 @@ from order_engine.engine.errors import (
     OrderNotFound,
     Unavailable,
 )
+from order_engine.engine.intake import OrderRequest
 
 __all__ = [
     "Engine",

@@ -14,75 +14,43 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import Decimal
 
 from order_engine.config import EngineSettings
 from order_engine.hub import Hub
 from order_engine.market import MarketData
 from order_engine.metrics import Metrics
-from order_engine.orders import CANCELLABLE, Order, OrderType, OrderUpdate, Status
+from order_engine.orders import Order, OrderType, OrderUpdate, Status
 from order_engine.payloads import (
-    CancelledData,
     ErrorInfo,
-    ExpiredData,
-    OpenData,
-    PendingData,
     RoutingData,
-    Trigger,
 )
 from order_engine.routing import Router
 from order_engine.store import Store, StoreError
 from order_engine.venues.base import (
     Chain,
-    PermanentVenueError,
     TransientVenueError,
     VenueError,
 )
-from order_engine.venues.tokens import Token, TokenRegistry
+from order_engine.venues.tokens import TokenRegistry
 
+from .armed import GROUPS as ARMED_GROUPS
+from .armed import ArmedOrders
 from .confirmations import CONFIRMATIONS, Confirmations
-from .errors import EngineUnavailable, NotCancellable, OrderLost, OrderNotFound, Unavailable
+from .errors import EngineUnavailable, OrderLost, Unavailable
+from .intake import OrderRequest, new_order
 from .leases import Leases
 from .recorder import Recorder
 from .reports import building_data, report_route
 from .retries import RETRIES, Retries
 from .run import OrderRun
 from .supervision import ErrorHandler, Supervisor
-from .triggers import EXPIRY, TriggerBook, limit_threshold
+from .triggers import limit_threshold
 
 log = logging.getLogger("order_engine.engine")
 
 WORKERS = "workers"  # the supervisor's group of worker loops
-ARMING = "arming"  # the supervisor's group of writes that arm, expire or re-arm an order
 BELOW_LIMIT = "below_limit"  # a fired limit order whose route no longer pays its limit
-NOT_SUPPORTED = "not_supported"
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
-    """A validated order, as the API (or any other front end) hands it over."""
-
-    token_in: Token
-    token_out: Token
-    amount: int  # base units of token_in
-    slippage_bps: int
-    client_order_id: str | None = None
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-    client_id: str | None = None  # who submitted it, when authentication is on
-    order_type: OrderType = OrderType.MARKET
-    limit_price: Decimal | None = None  # least token_out per one token_in (UI units)
-    expires_at: float | None = None  # limit and sniper: epoch seconds (None: the default)
-    min_liquidity: int | None = None  # sniper: base units of token_in the pool must hold
-
-
-def decimal_text(value: Decimal) -> str:
-    """Exact, without exponent or trailing zeros: 1E+2 -> "100", 0.50 -> "0.5"."""
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def min_out(expected: int, slippage_bps: int) -> int:
@@ -139,11 +107,16 @@ class Engine:
         self._recorder = Recorder(
             store=store, hub=hub, metrics=metrics, on_finished=self._finished, clock=clock
         )
-        self._triggers = TriggerBook(
-            market_data=market_data if execute else None,
+        self._armed = ArmedOrders(
+            store=store,
+            recorder=self._recorder,
             supervisor=self._supervisor,
-            fire=self._fire,
-            expire=self._expire,
+            market_data=market_data if execute else None,
+            run_for=self._run_for,
+            begin_routing=self._record_routing,
+            enqueue=self._queue.put,
+            on_error=self._resume_on_error,
+            stopping=self._stop_requested,
             clock=clock,
         )
         self._retries = Retries(
@@ -151,7 +124,7 @@ class Engine:
             recorder=self._recorder,
             supervisor=self._supervisor,
             requeue=self._queue.put,
-            rearm=self._rearm,
+            rearm=self._armed.rearm,
             on_error=self._resume_on_error,
             rng=rng or random.Random(),
         )
@@ -172,7 +145,7 @@ class Engine:
         """Resume the unfinished orders this replica may take, then start the workers."""
         if self._execute:
             await self._leases.start()
-            self._triggers.start()
+            self._armed.start()
             self._workers = [
                 self._supervisor.spawn(WORKERS, self._worker(n), f"worker-{n}")
                 for n in range(self._settings.workers)
@@ -198,7 +171,7 @@ class Engine:
         late = await self._supervisor.drain((WORKERS, CONFIRMATIONS), grace)
         if late:
             log.warning("shutdown: %d stage(s) did not finish within %.1fs", late, grace)
-        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES, EXPIRY, ARMING)
+        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES, *ARMED_GROUPS)
         if left := self._queue.qsize():
             log.info("shutdown: %d queued order(s) stay pending for the next start", left)
         if self._execute:
@@ -209,7 +182,7 @@ class Engine:
         self._accepting = False
         self._stopping = True
         await self._leases.stop()
-        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES, EXPIRY, ARMING)
+        await self._supervisor.cancel(WORKERS, CONFIRMATIONS, RETRIES, *ARMED_GROUPS)
 
     @property
     def accepting(self) -> bool:
@@ -231,7 +204,12 @@ class Engine:
 
     def open_orders(self) -> dict[str, int]:
         """Orders armed here, waiting for their trigger, by type."""
-        return self._triggers.by_type()
+        return self._armed.by_type()
+
+    async def cancel(self, order_id: str, *, client_id: str | None = None) -> Order:
+        """Cancel an order not yet executing (pending or open), on any replica; raises
+        OrderNotFound (unknown, or another client's) or NotCancellable."""
+        return await self._armed.cancel(order_id, client_id)
 
     # -- intake -------------------------------------------------------------------------
 
@@ -246,35 +224,8 @@ class Engine:
             )
         if self._execute and self._queue.full():
             raise EngineUnavailable(Unavailable.QUEUE_FULL, "the order queue is full", 1)
-        now = self._recorder.now()
-        expires_at = None
-        if request.order_type is not OrderType.MARKET:
-            expires_at = request.expires_at or round(now + self._default_expiry_s, 6)
-        order = Order(
-            order_id=str(uuid.uuid4()),
-            token_in=request.token_in.symbol,
-            token_out=request.token_out.symbol,
-            amount=request.amount,
-            slippage_bps=request.slippage_bps,
-            status=Status.PENDING,
-            last_seq=1,
-            attempts=0,
-            created_at=now,
-            updated_at=now,
-            client_order_id=request.client_order_id,
-            idempotency_key=request.idempotency_key,
-            request_hash=request.request_hash,
-            client_id=request.client_id,
-            order_type=request.order_type,
-            limit_price=None if request.limit_price is None else decimal_text(request.limit_price),
-            expires_at=expires_at,
-            min_liquidity=request.min_liquidity,
-        )
-        pending = PendingData(
-            token_in=request.token_in.symbol,
-            token_out=request.token_out.symbol,
-            amount=request.token_in.format(request.amount),
-            slippage_bps=request.slippage_bps,
+        order, pending = new_order(
+            request, self._recorder.now(), default_expiry_s=self._default_expiry_s
         )
         await self._recorder.create(
             order, "Order received and queued", pending, owned=self._execute
@@ -301,84 +252,12 @@ class Engine:
             self._confirmations.wait(run)
             return
         if order.status is Status.OPEN:
-            self._triggers.arm(run)
+            self._armed.adopt(run)
             return
         try:
             self._queue.put_nowait(run)
         except asyncio.QueueFull:  # filled while the claim was in flight: wait a turn
             self._retries.requeue_after(run, 0)
-
-    # -- cancel -------------------------------------------------------------------------
-
-    async def cancel(self, order_id: str, *, client_id: str | None = None) -> Order:
-        """Cancel an order not yet executing: pending or open, on any replica.
-
-        The cancellation is written whoever leases the order, fenced on its seq alone: it
-        races the owner's next write (a trigger firing, an expiry, a worker taking it up)
-        and exactly one of them wins. The owner learns it lost at that write."""
-        while True:
-            order = await self._store.get(order_id)
-            if order is None or (client_id is not None and order.client_id != client_id):
-                raise OrderNotFound(order_id)
-            if order.status not in CANCELLABLE:
-                raise NotCancellable(order)
-            run = self._run_for(order)
-            try:
-                await self._recorder.emit(
-                    run,
-                    Status.CANCELLED,
-                    "Order cancelled",
-                    CancelledData(previous=order.status.value),
-                    any_owner=True,
-                )
-            except OrderLost:
-                continue  # something else happened to it first: judge it again
-            return run.order
-
-    # -- armed orders -------------------------------------------------------------------
-
-    def _open_data(self, order: Order, rearmed: VenueError | None = None) -> OpenData:
-        assert order.expires_at is not None
-        return OpenData(
-            order_type=order.order_type.value,
-            expires_at=order.expires_at,
-            limit_price=order.limit_price,
-            rearmed=None
-            if rearmed is None
-            else ErrorInfo(code=rearmed.code, message=rearmed.message),
-        )
-
-    async def _arm(self, run: OrderRun, message: str, rearmed: VenueError | None = None) -> None:
-        """Record the order as open, then wait for its trigger."""
-        await self._recorder.emit(run, Status.OPEN, message, self._open_data(run.order, rearmed))
-        if not self._stop_requested():
-            self._triggers.arm(run)
-
-    async def _rearm(self, run: OrderRun, reason: VenueError) -> None:
-        log.info("[%s] armed again (%s: %s)", run.order_id, reason.code, reason.message)
-        await self._arm(run, f"Armed again: {reason.message}", reason)
-
-    def _fire(self, run: OrderRun, trigger: Trigger) -> None:
-        """The market met the order's limit. Its routing event is written at once, beside
-        every other order fired by the same update (one batch in the store), before a worker
-        is free to route it: the trigger's moment is recorded, however many fired."""
-        run.trigger = trigger
-        self._supervisor.spawn(
-            ARMING, self._fired(run), f"fire-{run.order_id}", on_error=self._resume_on_error(run)
-        )
-
-    async def _fired(self, run: OrderRun) -> None:
-        await self._record_routing(run)
-        run.routing_recorded = True
-        await self._queue.put(run)  # a burst of fired orders waits its turn here
-
-    def _expire(self, run: OrderRun) -> None:
-        assert run.order.expires_at is not None
-        data = ExpiredData(expires_at=run.order.expires_at)
-        write = self._recorder.emit(run, Status.EXPIRED, "Order expired unfilled", data)
-        self._supervisor.spawn(
-            ARMING, write, f"expire-{run.order_id}", on_error=self._resume_on_error(run)
-        )
 
     # -- workers ------------------------------------------------------------------------
 
@@ -396,14 +275,8 @@ class Engine:
     async def _advance(self, run: OrderRun) -> None:
         """Take the order from its current (not yet submitted) status to submitted; a new
         limit order only as far as armed."""
-        if run.order.order_type is OrderType.SNIPER:
-            # The API refuses them until launches trigger orders; one stored by another
-            # version fails plainly rather than waiting on nothing.
-            error = PermanentVenueError(NOT_SUPPORTED, "sniper orders are not executed yet")
-            await self._retries.fail(run, error)
-            return
         if run.status is Status.PENDING and run.order.order_type is not OrderType.MARKET:
-            await self._arm(run, "Armed: waiting for the limit price")
+            await self._armed.arm(run)
             return
         if run.routing_recorded:
             run.routing_recorded = False  # by the trigger that fired it
@@ -417,12 +290,12 @@ class Engine:
             await self._retries.retry_or_fail(run, exc)
             return
         floor = min_out(route.amount_out, run.order.slippage_bps)
-        if run.order.order_type is not OrderType.MARKET:
+        limit = limit_threshold(run)
+        if limit is not None:
             # Never fill below the limit, whatever the slippage tolerance allows.
-            limit = limit_threshold(run)
             if route.amount_out < limit:
                 out = run.token_out.format(route.amount_out)
-                await self._rearm(
+                await self._armed.rearm(
                     run,
                     TransientVenueError(
                         BELOW_LIMIT,
@@ -452,7 +325,9 @@ class Engine:
         )
         trigger, run.trigger = run.trigger, None
         message = "Comparing prices on Raydium and Meteora"
-        if trigger is not None:
+        if trigger is not None and run.order.order_type is OrderType.SNIPER:
+            message = f"{run.token_out.symbol} trades at slot {trigger.slot}: routing"
+        elif trigger is not None:
             message = f"Limit price reached at slot {trigger.slot}: routing"
         elif attempt > 1 and run.order.order_type is OrderType.MARKET:
             message = f"Retrying (attempt {attempt} of {self._settings.max_attempts})"
@@ -527,4 +402,4 @@ class Engine:
     def _finished(self, order_id: str) -> None:
         """The order is finished, or no longer this replica's: let go of it."""
         self._leases.drop(order_id)
-        self._triggers.disarm(order_id)
+        self._armed.forget(order_id)

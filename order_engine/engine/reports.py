@@ -39,6 +39,7 @@ def confirmed_data(run: OrderRun, receipt: Receipt, venue: str, price: float) ->
         amount_in=run.token_in.format(receipt.amount_in),
         amount_out=run.token_out.format(receipt.amount_out),
         legs=_legs(run, [(leg.venue, leg.amount_in, leg.amount_out) for leg in receipt.legs]),
+        slot=receipt.slot,
     )
 
 

@@ -1,12 +1,15 @@
-"""Armed limit orders and what fires them: the market crossing their price, or the clock
-their expiry.
+"""Armed limit and sniper orders and what fires them: the market crossing their price (a
+sniper's: its token trading, deep enough), or the clock their expiry.
 
-Per pair, the orders are kept sorted by limit price. A pool update bounds what the pair can
+Per pair, the orders are kept sorted by limit price (a sniper without one sorts first: any
+price will do). A pool update bounds what the pair can
 pay per unit (`SimulatedVenue.price_bound`: the pools' marginal prices, before fees and
 impact, which only take away), so only orders whose limit lies under that bound can fire:
 found by bisection, an update costs O(log n + candidates), never a scan of every order. Each
 candidate is then priced exactly, for its whole amount against the streamed pools, and fires
-if the best venue pays at least `amount × limitPrice`.
+if the best venue pays at least `amount × limitPrice`. A sniper's pair has no route until
+its token's first pool appears: that pool's update is the one that prices it, and it fires
+there if the pool holds at least its `minLiquidity` of its input token.
 
 The book decides nothing about the store: firing, expiring and cancelling race there, and
 the order's next seq lets exactly one of them win. The book only forgets what it handed on.
@@ -31,6 +34,7 @@ from order_engine.orders import OrderType
 from order_engine.payloads import Trigger
 from order_engine.venues.base import Quote, VenueError
 from order_engine.venues.feed import AccountUpdate
+from order_engine.venues.launches import pool_depth
 from order_engine.venues.tokens import Token, TokenRegistry
 from order_engine.venues.venue import SimulatedVenue
 
@@ -57,13 +61,28 @@ def _best(
     return best
 
 
-def limit_threshold(run: OrderRun) -> int:
+def limit_threshold(run: OrderRun) -> int | None:
     """The least output, in base units of token_out, that meets the order's limit price for
-    its whole amount (rounded up: never below the limit)."""
-    assert run.order.limit_price is not None
+    its whole amount (rounded up: never below the limit); None without a limit price."""
+    if run.order.limit_price is None:
+        return None
     price = Fraction(Decimal(run.order.limit_price))
     out = Fraction(run.order.amount, run.token_in.scale) * price * run.token_out.scale
     return math.ceil(out)
+
+
+def deep_enough(data: MarketData, run: OrderRun) -> bool:
+    """Whether a pool pairing the order's tokens holds at least its `min_liquidity` of its
+    input token (true when it asks for none)."""
+    least = run.order.min_liquidity
+    if least is None:
+        return True
+    paying = TokenRegistry.pool_token(run.token_in).symbol
+    target = TokenRegistry.pool_token(run.token_out).symbol
+    return any(
+        {pool.token_x, pool.token_y} == {paying, target} and pool_depth(pool, paying) >= least
+        for _, pool in data.pools.values()
+    )
 
 
 @dataclass(slots=True)
@@ -131,7 +150,7 @@ class TriggerBook:
         """Wait for the order's trigger; fire at once if the market already meets it, expire
         at once if its time is up."""
         order = run.order
-        assert order.expires_at is not None and order.limit_price is not None
+        assert order.expires_at is not None
         if order.expires_at <= self._clock():
             self._expire(run)
             return
@@ -140,9 +159,8 @@ class TriggerBook:
         pair = self._pairs.get(pair_key)
         if pair is None:
             pair = self._pairs[pair_key] = _Pair(run.token_in, run.token_out)
-        armed = _Armed(
-            run, (float(Decimal(order.limit_price)), order.order_id), limit_threshold(run)
-        )
+        limit = 0.0 if order.limit_price is None else float(Decimal(order.limit_price))
+        armed = _Armed(run, (limit, order.order_id), limit_threshold(run) or 0)
         insort(pair.keys, armed.key)
         pair.armed[order.order_id] = armed
         self._where[order.order_id] = pair_key
@@ -202,7 +220,11 @@ class TriggerBook:
             if amount not in priced:
                 priced[amount] = _best(venues, token_in, token_out, amount)
             best = priced[amount]
-            if best is not None and best.amount_out >= armed.threshold:
+            if (
+                best is not None
+                and best.amount_out >= armed.threshold
+                and deep_enough(data, armed.run)
+            ):
                 run = self.disarm(order_id)
                 assert run is not None
                 self._fire(run, Trigger(slot=data.slot, price=best.price))

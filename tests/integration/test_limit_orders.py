@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,7 @@ async def armed(store: Store, market: SimulatedMarket, settings: Settings) -> As
         await market.stop()
 
 
-def limit(price: Decimal, expires_in: float = 60.0) -> dict[str, object]:
+def limit(price: Decimal, expires_in: float = 60.0) -> dict[str, Any]:
     return {
         "order_type": OrderType.LIMIT,
         "limit_price": price.quantize(Decimal("0.000001")),
@@ -122,6 +123,7 @@ async def test_a_limit_the_market_already_pays_fires_and_fills_at_or_above_it(ar
     stored = await armed.store.get(order.order_id)
     assert stored is not None and stored.amount_out is not None
     threshold = limit_threshold(OrderRun(stored, SOL, USDC))
+    assert threshold is not None
     # Never below the limit: the chain enforced it as the minimum output.
     assert stored.min_amount_out is not None and stored.min_amount_out >= threshold
     assert stored.amount_out >= threshold

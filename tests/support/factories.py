@@ -44,5 +44,9 @@ def order_request(
     `fields`: more of OrderRequest's (order_type, limit_price, expires_at, ...)."""
     token = REGISTRY.resolve(token_in)
     return OrderRequest(
-        token, REGISTRY.resolve(token_out), token.to_base(Decimal(amount)), slippage_bps, **fields
+        token,
+        REGISTRY.resolve(token_out, upcoming=True),
+        token.to_base(Decimal(amount)),
+        slippage_bps,
+        **fields,
     )

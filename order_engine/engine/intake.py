@@ -1,0 +1,72 @@
+"""What a validated request becomes: the order as first stored, and its pending event."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from order_engine.orders import Order, OrderType, Status
+from order_engine.payloads import PendingData
+from order_engine.venues.tokens import Token
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A validated order, as the API (or any other front end) hands it over."""
+
+    token_in: Token
+    token_out: Token
+    amount: int  # base units of token_in
+    slippage_bps: int
+    client_order_id: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    client_id: str | None = None  # who submitted it, when authentication is on
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None  # least token_out per one token_in (UI units)
+    expires_at: float | None = None  # limit and sniper: epoch seconds (None: the default)
+    min_liquidity: int | None = None  # sniper: base units of token_in the pool must hold
+
+
+def decimal_text(value: Decimal) -> str:
+    """Exact, without exponent or trailing zeros: 1E+2 -> "100", 0.50 -> "0.5"."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def new_order(
+    request: OrderRequest, now: float, *, default_expiry_s: float
+) -> tuple[Order, PendingData]:
+    """The pending order (a limit or sniper order expires by default after
+    `default_expiry_s`), and its first event's payload."""
+    expires_at = None
+    if request.order_type is not OrderType.MARKET:
+        expires_at = request.expires_at or round(now + default_expiry_s, 6)
+    order = Order(
+        order_id=str(uuid.uuid4()),
+        token_in=request.token_in.symbol,
+        token_out=request.token_out.symbol,
+        amount=request.amount,
+        slippage_bps=request.slippage_bps,
+        status=Status.PENDING,
+        last_seq=1,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+        client_order_id=request.client_order_id,
+        idempotency_key=request.idempotency_key,
+        request_hash=request.request_hash,
+        client_id=request.client_id,
+        order_type=request.order_type,
+        limit_price=None if request.limit_price is None else decimal_text(request.limit_price),
+        expires_at=expires_at,
+        min_liquidity=request.min_liquidity,
+    )
+    pending = PendingData(
+        token_in=request.token_in.symbol,
+        token_out=request.token_out.symbol,
+        amount=request.token_in.format(request.amount),
+        slippage_bps=request.slippage_bps,
+    )
+    return order, pending
