@@ -22,7 +22,7 @@ from order_engine.venues.cpmm import FEE_DENOMINATOR as CPMM_FEES
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.dlmm import FEE_DENOMINATOR as DLMM_FEES
 from order_engine.venues.dlmm import DlmmPool
-from order_engine.venues.market import FairPrices
+from order_engine.venues.fair_prices import FairPrices
 from order_engine.venues.market_data import (
     MOTION,
     POOLS,
