@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -35,105 +33,26 @@ from order_engine.store.group_commit import (
     succeed,
 )
 from order_engine.store.migrations import migrate_postgres
-from order_engine.store.rows import (
-    EVENT_COLUMNS,
-    KINDS,
-    ORDER_COLUMNS,
-    READ_COLUMNS,
-    UNFINISHED,
-    UPDATE_COLUMNS,
-    Dialect,
-    Kind,
-    OrderRows,
+from order_engine.store.postgres_sql import (
+    CLAIM,
+    EXISTING,
+    INSERT_EVENT,
+    INSERT_EVENTS,
+    INSERT_ORDER,
+    NEW_ORDERS_CHANNEL,
+    READ_SQL,
+    RENEW,
+    ROWS,
+    UPDATE_MANY,
+    UPDATE_ORDER,
+    arrays,
+    event_from_record,
+    timestamp,
+    update_args,
 )
+from order_engine.store.rows import EVENT_COLUMNS, UNFINISHED
 
 log = logging.getLogger(__name__)
-
-
-def _ts(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _seconds(at: datetime) -> float:
-    return at.timestamp()
-
-
-ROWS = OrderRows(Dialect(u64_to_db=Decimal, u64_from_db=int, time_to_db=_ts, time_from_db=_seconds))
-# The element type of each kind's array, for the batched statements.
-_ARRAY_TYPES = {
-    Kind.TEXT: "text",
-    Kind.INT: "int8",
-    Kind.FLOAT: "float8",
-    Kind.U64: "numeric",
-    Kind.TIME: "timestamptz",
-    Kind.STATUS: "text",
-    Kind.ORDER_TYPE: "text",
-}
-_READ = ", ".join(READ_COLUMNS)
-_N = len(ORDER_COLUMNS)
-_INSERT_ORDER = (
-    f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}, owner, lease_until)"
-    f" VALUES ({', '.join(f'${i}' for i in range(1, _N + 2))},"
-    f" CASE WHEN ${_N + 1}::text IS NULL THEN NULL"
-    f" ELSE now() + make_interval(secs => ${_N + 2}) END)"
-    " ON CONFLICT DO NOTHING RETURNING order_id"
-)
-_INSERT_EVENT = f"INSERT INTO order_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-# The WHERE clause is the fence: the update matches only if this event is the next one and
-# this replica still owns the order. $1..$3: status, seq, updated_at; then UPDATE_COLUMNS.
-_U = len(UPDATE_COLUMNS)
-_UPDATE_ORDER = (
-    "UPDATE orders SET status = $1, last_seq = $2, updated_at = $3, "
-    + ", ".join(f"{c} = coalesce(${i}, {c})" for i, c in enumerate(UPDATE_COLUMNS, start=4))
-    + f" WHERE order_id = ${_U + 4} AND last_seq = ${_U + 5}"
-    + f" AND owner IS NOT DISTINCT FROM coalesce(${_U + 6}::text, owner)"
-    " RETURNING order_id"
-)
-# The same for many orders at once, one array per column: order_id, then the arguments of
-# the statement above in their order.
-_UPDATE_MANY = (
-    "UPDATE orders AS o SET status = u.status, last_seq = u.seq, updated_at = u.ts, "
-    + ", ".join(f"{c} = coalesce(u.{c}, o.{c})" for c in UPDATE_COLUMNS)
-    + " FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], "
-    + ", ".join(f"${i}::{_ARRAY_TYPES[KINDS[c]]}[]" for i, c in enumerate(UPDATE_COLUMNS, start=5))
-    + f") AS u(order_id, status, seq, ts, {', '.join(UPDATE_COLUMNS)})"
-    + f" WHERE o.order_id = u.order_id AND o.last_seq = u.seq - 1 AND o.owner = ${_U + 5}"
-    " RETURNING o.order_id"
-)
-_INSERT_EVENTS = f"""
-INSERT INTO order_events ({EVENT_COLUMNS})
-SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
-"""
-# SKIP LOCKED: replicas claiming at the same moment split the orders instead of queueing
-# on each other's row locks; each order goes to exactly one of them.
-_CLAIM = f"""
-UPDATE orders SET owner = $1, lease_until = now() + make_interval(secs => $2)
-WHERE order_id IN (
-    SELECT order_id FROM orders
-    WHERE {UNFINISHED}
-      AND (owner IS NULL OR lease_until < now() OR ($4 AND owner = $1))
-    ORDER BY created_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING {_READ}
-"""
-NEW_ORDERS_CHANNEL = "order_engine_new_orders"
-
-
-def _event_from_record(r: asyncpg.Record) -> OrderEvent:
-    return ROWS.event(r, r["payload"])
-
-
-def _update_args(t: Transition) -> tuple[Any, ...]:
-    """Status, seq, updated_at, then UPDATE_COLUMNS: the order of both update statements."""
-    e = t.event
-    return (e.status.value, e.seq, _ts(e.ts), *ROWS.update_values(t.update))
-
-
-def _arrays(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows of arguments turned into one array per column, for `unnest`."""
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _row_at_fault(exc: Exception) -> bool:
@@ -281,12 +200,12 @@ class PostgresStore:
     ) -> dict[int, Exception | None]:
         events = [w.transition.event for _, w in appends]
         ids = [e.order_id for e in events]
-        updates = _arrays([_update_args(w.transition) for _, w in appends])
-        rows = await conn.fetch(_UPDATE_MANY, ids, *updates, self._owner)
+        updates = arrays([update_args(w.transition) for _, w in appends])
+        rows = await conn.fetch(UPDATE_MANY, ids, *updates, self._owner)
         updated = {r["order_id"] for r in rows}
         written = [ROWS.event_values(e, e.data) for e in events if e.order_id in updated]
         if written:
-            await conn.execute(_INSERT_EVENTS, *_arrays(written))
+            await conn.execute(INSERT_EVENTS, *arrays(written))
         return {
             i: None if e.order_id in updated else SeqConflict(e.order_id, e.seq)
             for (i, _), e in zip(appends, events, strict=True)
@@ -297,7 +216,7 @@ class PostgresStore:
             o, e = write.order, write.first
             owner = self._owner if write.owned else None
             inserted = await conn.fetchval(
-                _INSERT_ORDER, *ROWS.order_values(o), owner, self._lease_s
+                INSERT_ORDER, *ROWS.order_values(o), owner, self._lease_s
             )
             if inserted is None:
                 existing = await self._existing(conn, o)
@@ -312,7 +231,7 @@ class PostgresStore:
         e = write.transition.event
         fence = None if write.transition.any_owner else self._owner
         updated = await conn.fetchval(
-            _UPDATE_ORDER, *_update_args(write.transition), e.order_id, e.seq - 1, fence
+            UPDATE_ORDER, *update_args(write.transition), e.order_id, e.seq - 1, fence
         )
         if updated is None:
             return SeqConflict(e.order_id, e.seq)
@@ -321,15 +240,12 @@ class PostgresStore:
 
     @staticmethod
     async def _insert_event(conn: asyncpg.Connection, e: OrderEvent) -> None:
-        await conn.execute(_INSERT_EVENT, *ROWS.event_values(e, e.data))
+        await conn.execute(INSERT_EVENT, *ROWS.event_values(e, e.data))
 
     @staticmethod
     async def _existing(conn: asyncpg.Connection, order: Order) -> Order | None:
         row = await conn.fetchrow(
-            f"SELECT {_READ} FROM orders WHERE order_id = $1"
-            " OR (idempotency_key IS NOT NULL AND idempotency_key = $2)"
-            " OR (client_order_id IS NOT NULL AND client_order_id = $3"
-            " AND coalesce(client_id, '') = coalesce($4, '')) LIMIT 1",
+            EXISTING,
             order.order_id,
             order.idempotency_key,
             order.client_order_id,
@@ -347,11 +263,11 @@ class PostgresStore:
         return rows
 
     async def get(self, order_id: str) -> Order | None:
-        rows = await self._fetch(f"SELECT {_READ} FROM orders WHERE order_id = $1", order_id)
+        rows = await self._fetch(f"SELECT {READ_SQL} FROM orders WHERE order_id = $1", order_id)
         return ROWS.order(rows[0]) if rows else None
 
     async def by_idempotency_key(self, key: str) -> Order | None:
-        rows = await self._fetch(f"SELECT {_READ} FROM orders WHERE idempotency_key = $1", key)
+        rows = await self._fetch(f"SELECT {READ_SQL} FROM orders WHERE idempotency_key = $1", key)
         return ROWS.order(rows[0]) if rows else None
 
     async def events(self, order_id: str, after: int = 0) -> list[OrderEvent]:
@@ -361,7 +277,7 @@ class PostgresStore:
             order_id,
             after,
         )
-        return [_event_from_record(r) for r in rows]
+        return [event_from_record(r) for r in rows]
 
     async def find(self, query: OrderQuery) -> list[Order]:
         where: list[str] = ["true"]
@@ -381,14 +297,14 @@ class PostgresStore:
             if value is not None:
                 where.append(f"{column} = {arg(value)}")
         if query.created_from is not None:
-            where.append(f"created_at >= {arg(_ts(query.created_from))}")
+            where.append(f"created_at >= {arg(timestamp(query.created_from))}")
         if query.created_to is not None:
-            where.append(f"created_at < {arg(_ts(query.created_to))}")
+            where.append(f"created_at < {arg(timestamp(query.created_to))}")
         if query.before is not None:
             at, order_id = query.before
-            where.append(f"(created_at, order_id) < ({arg(_ts(at))}, {arg(order_id)})")
+            where.append(f"(created_at, order_id) < ({arg(timestamp(at))}, {arg(order_id)})")
         rows = await self._fetch(
-            f"SELECT {_READ} FROM orders WHERE {' AND '.join(where)}"
+            f"SELECT {READ_SQL} FROM orders WHERE {' AND '.join(where)}"
             f" ORDER BY created_at DESC, order_id DESC LIMIT {arg(query.limit)}",
             *params,
         )
@@ -406,7 +322,7 @@ class PostgresStore:
 
     async def unfinished(self) -> list[Order]:
         rows = await self._fetch(
-            f"SELECT {_READ} FROM orders WHERE {UNFINISHED} ORDER BY created_at"
+            f"SELECT {READ_SQL} FROM orders WHERE {UNFINISHED} ORDER BY created_at"
         )
         return [ROWS.order(r) for r in rows]
 
@@ -418,7 +334,7 @@ class PostgresStore:
     async def claim(self, limit: int, *, own_too: bool = False) -> list[Order]:
         if limit <= 0:
             return []
-        rows = await self._fetch(_CLAIM, self._owner, self._lease_s, limit, own_too)
+        rows = await self._fetch(CLAIM, self._owner, self._lease_s, limit, own_too)
         return sorted((ROWS.order(r) for r in rows), key=lambda o: o.created_at)
 
     async def forget_idempotency_key(self, key: str) -> None:
@@ -429,16 +345,7 @@ class PostgresStore:
     async def renew(self, order_ids: list[str]) -> int:
         if not order_ids:
             return 0
-        # SKIP LOCKED: a row locked by a batch being written now is renewed next time;
-        # waiting for it could deadlock against that batch (rows locked in another order).
-        return await self._count(
-            "UPDATE orders SET lease_until = now() + make_interval(secs => $2)"
-            " WHERE order_id IN (SELECT order_id FROM orders WHERE owner = $1"
-            f" AND order_id = ANY($3::text[]) AND {UNFINISHED} FOR UPDATE SKIP LOCKED)",
-            self._owner,
-            self._lease_s,
-            order_ids,
-        )
+        return await self._count(RENEW, self._owner, self._lease_s, order_ids)
 
     async def release(self) -> int:
         return await self._count(
