@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aiohttp import ClientWebSocketResponse
@@ -26,7 +25,7 @@ from tests.integration.test_openapi import check, check_message, document
 from tests.support.clients import post_order, read_until_closed, services, watch
 from tests.support.factories import ORDER, make_settings
 from tests.support.proxy import TcpProxy
-from tests.support.services import postgres_schema
+from tests.support.services import postgres_behind_proxy
 
 JSON = {"Content-Type": "application/json"}
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
@@ -489,13 +488,8 @@ async def test_stats_count_transactions_in_flight(client: Client) -> None:
 @pytest.fixture
 async def proxy() -> AsyncIterator[TcpProxy]:
     """PostgreSQL behind a proxy the test can cut."""
-    async with postgres_schema() as url:
-        parts = urlsplit(url)
-        p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-        await p.start()
-        p.url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{p.port}"))  # type: ignore[attr-defined]
+    async with postgres_behind_proxy() as p:
         yield p
-        await p.stop()
 
 
 async def test_cancel_and_stats_are_503_while_the_store_is_unreachable(

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -31,18 +30,13 @@ from tests.support.clients import assert_gap_free, post_order, services, watch
 from tests.support.factories import make_settings
 from tests.support.logs import logged
 from tests.support.proxy import TcpProxy
-from tests.support.services import REDIS_HOST, REDIS_PORT, postgres_schema, require_redis
+from tests.support.services import REDIS_HOST, REDIS_PORT, postgres_behind_proxy, require_redis
 
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[TcpProxy]:
-    async with postgres_schema() as url:
-        parts = urlsplit(url)
-        p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-        await p.start()
-        p.url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{p.port}"))  # type: ignore[attr-defined]
+    async with postgres_behind_proxy() as p:
         yield p
-        await p.stop()
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.support.databases import fresh_schema
+from tests.support.proxy import TcpProxy
 
 POSTGRES_URL = os.environ.get(
     "ORDER_ENGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -56,3 +57,16 @@ async def postgres_schema() -> AsyncIterator[str]:
     require_postgres()
     async with fresh_schema(POSTGRES_URL) as url:
         yield url
+
+
+@asynccontextmanager
+async def postgres_behind_proxy() -> AsyncIterator[TcpProxy]:
+    """A fresh schema's PostgreSQL behind a proxy the test can cut; the proxy's `url` is the
+    store URL that reaches the schema through it."""
+    async with postgres_schema() as url:
+        parts = urlsplit(url)
+        p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+        await p.start()
+        p.url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{p.port}"))  # type: ignore[attr-defined]
+        yield p
+        await p.stop()
