@@ -161,11 +161,7 @@ def launch_to_json(launch: Launch) -> dict[str, Any]:
 
 
 def launch_from_fields(f: Fields) -> Launch:
-    price = f.text("priceUsd")
-    try:
-        price_usd = Decimal(price)
-    except ArithmeticError:
-        raise WireError(f"{f.where('priceUsd')}: not a decimal") from None
+    price_usd = f.parsed("priceUsd", Decimal, ArithmeticError, "not a decimal")
     return Launch(
         listing_from_fields(f.nested("token")).token,
         f.text("venue"),

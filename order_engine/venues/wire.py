@@ -104,11 +104,18 @@ class Fields:
         raise WireError(f"{self.where(key)}: expected a number")
 
     def token(self, key: str) -> Token:
-        symbol = self.text(key)
+        return self.parsed(key, self._registry.resolve, UnknownToken, "unknown token {}")
+
+    def parsed(
+        self, key: str, parse: Callable[[str], T], refused: type[Exception], problem: str
+    ) -> T:
+        """The text at `key`, read by `parse`. What `parse` raises for text it cannot read
+        (`refused`) becomes a WireError saying `problem`, `{}` in it standing for the text."""
+        text = self.text(key)
         try:
-            return self._registry.resolve(symbol)
-        except UnknownToken:
-            raise WireError(f"{self.where(key)}: unknown token {symbol!r}") from None
+            return parse(text)
+        except refused:
+            raise WireError(f"{self.where(key)}: {problem.format(repr(text))}") from None
 
     def items(self, key: str) -> list[object]:
         value = self.raw(key)
@@ -296,13 +303,8 @@ def status_to_json(status: TxStatus) -> JsonObject:
 
 
 def status_from_fields(f: Fields) -> TxStatus:
-    state = f.text("state")
-    try:
-        tx_state = TxState(state)
-    except ValueError:
-        raise WireError(f"{f.where('state')}: unknown state {state!r}") from None
     return TxStatus(
-        state=tx_state,
+        state=f.parsed("state", TxState, ValueError, "unknown state {}"),
         receipt=receipt_from_fields(f.nested("receipt")) if f.has("receipt") else None,
         error=error_from_fields(f.nested("error")) if f.has("error") else None,
     )
