@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -30,6 +30,8 @@ from order_engine.venues.controls import (
     launch_to_json,
     move_to_json,
 )
+
+T = TypeVar("T")
 
 _MOVE_FIELDS = ("tokenA", "tokenB", "bps")
 _LAUNCH_FIELDS = ("token", "venue", "liquidityUsd")
@@ -148,19 +150,19 @@ _RETRY = {"Retry-After": "1"}
 
 
 def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if value is None:
-        raise bad_request("missing_field", f"{name} is required", name)
-    if not isinstance(value, str):
-        raise bad_request("invalid_type", f"{name} must be a string", name)
-    return check_text(value, name).strip()
+    return check_text(_required(body, name, str, "a string"), name).strip()
 
 
 def _number(body: dict[str, Any], name: str) -> float:
+    # parse_json reads every JSON number as a Decimal, and never NaN or Infinity.
+    return float(_required(body, name, Decimal, "a number"))
+
+
+def _required(body: dict[str, Any], name: str, kind: type[T], what: str) -> T:
+    """The field `name`, which must be there and of `kind` (`what`, in the message)."""
     value = body.get(name)
     if value is None:
         raise bad_request("missing_field", f"{name} is required", name)
-    # parse_json reads every JSON number as a Decimal, and never NaN or Infinity.
-    if not isinstance(value, Decimal):
-        raise bad_request("invalid_type", f"{name} must be a number", name)
-    return float(value)
+    if not isinstance(value, kind):
+        raise bad_request("invalid_type", f"{name} must be {what}", name)
+    return value
