@@ -49,10 +49,12 @@ class ArmedOrders:
         enqueue: Callable[[OrderRun], Awaitable[None]],
         on_error: Callable[[OrderRun], ErrorHandler],
         stopping: Callable[[], bool],
+        backoff: Callable[[int], float],
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`begin_routing` writes a fired order's routing event; `enqueue` hands it to the
-        workers. `market_data`: what triggers watch (None: nothing fires)."""
+        workers; `backoff(attempt)`: how long an order armed again waits before it may fire
+        again. `market_data`: what triggers watch (None: nothing fires)."""
         self._store = store
         self._recorder = recorder
         self._supervisor = supervisor
@@ -61,6 +63,7 @@ class ArmedOrders:
         self._enqueue = enqueue
         self._on_error = on_error
         self._stopping = stopping
+        self._backoff = backoff
         self.book = TriggerBook(
             market_data=market_data,
             supervisor=supervisor,
@@ -88,16 +91,23 @@ class ArmedOrders:
     async def rearm(self, run: OrderRun, reason: VenueError) -> None:
         """A fired order that could not fill: wait for the market to come back to it."""
         log.info("[%s] armed again (%s: %s)", run.order_id, reason.code, reason.message)
-        await self._open(run, f"Armed again: {reason.message}", reason)
+        hold_off = self._backoff(max(run.order.attempts, 1))
+        await self._open(run, f"Armed again: {reason.message}", reason, hold_off)
 
     def adopt(self, run: OrderRun) -> None:
         """An order stored open (a restart, a replica taken over): armed as it is."""
         self.book.arm(run)
 
-    async def _open(self, run: OrderRun, message: str, rearmed: VenueError | None = None) -> None:
+    async def _open(
+        self,
+        run: OrderRun,
+        message: str,
+        rearmed: VenueError | None = None,
+        hold_off: float = 0.0,
+    ) -> None:
         await self._recorder.emit(run, Status.OPEN, message, _open_data(run, rearmed))
         if not self._stopping():
-            self.book.arm(run)
+            self.book.arm(run, hold_off=hold_off)
 
     def _fire(self, run: OrderRun, trigger: Trigger) -> None:
         """Its routing event is written at once, beside every other order the same update

@@ -117,6 +117,8 @@ class Engine:
             enqueue=self._queue.put,
             on_error=self._resume_on_error,
             stopping=self._stop_requested,
+            # Created below, and asked only once orders run.
+            backoff=lambda attempt: self._retries.backoff(attempt),
             clock=clock,
         )
         self._retries = Retries(

@@ -90,6 +90,7 @@ class _Armed:
     run: OrderRun
     key: tuple[float, str]  # (limit price, order id): the pair's sort order
     threshold: int
+    not_before: float  # armed again after a failure: it holds off until then
 
 
 @dataclass(slots=True)
@@ -127,6 +128,7 @@ class TriggerBook:
         self._expiries: list[tuple[float, str]] = []  # heap; stale entries skipped
         self._sooner = asyncio.Event()  # an expiry earlier than the clock waits for
         self._running = False
+        self._counts = dict.fromkeys(OrderType, 0)
         if market_data is not None:
             market_data.on_update(self._on_update)
             market_data.on_reset(self.check_all)
@@ -138,17 +140,14 @@ class TriggerBook:
         return order_id in self._where
 
     def by_type(self) -> dict[str, int]:
-        counts = {t.value: 0 for t in OrderType if t is not OrderType.MARKET}
-        for pair in self._pairs.values():
-            for armed in pair.armed.values():
-                counts[armed.run.order.order_type.value] += 1
-        return counts
+        return {t.value: n for t, n in self._counts.items() if t is not OrderType.MARKET}
 
     # -- arming -------------------------------------------------------------------------
 
-    def arm(self, run: OrderRun) -> None:
+    def arm(self, run: OrderRun, *, hold_off: float = 0.0) -> None:
         """Wait for the order's trigger; fire at once if the market already meets it, expire
-        at once if its time is up."""
+        at once if its time is up. `hold_off` (seconds): an order armed again after a failure
+        does not fire before then, so a market that keeps failing it is not hammered."""
         order = run.order
         assert order.expires_at is not None
         if order.expires_at <= self._clock():
@@ -160,10 +159,14 @@ class TriggerBook:
         if pair is None:
             pair = self._pairs[pair_key] = _Pair(run.token_in, run.token_out)
         limit = 0.0 if order.limit_price is None else float(Decimal(order.limit_price))
-        armed = _Armed(run, (limit, order.order_id), limit_threshold(run) or 0)
+        now = self._clock()
+        armed = _Armed(run, (limit, order.order_id), limit_threshold(run) or 0, now + hold_off)
         insort(pair.keys, armed.key)
         pair.armed[order.order_id] = armed
         self._where[order.order_id] = pair_key
+        self._counts[order.order_type] += 1
+        if hold_off > 0:
+            asyncio.get_running_loop().call_later(hold_off, self._recheck, pair_key)
         if not self._expiries or order.expires_at < self._expiries[0][0]:
             self._sooner.set()
         heapq.heappush(self._expiries, (order.expires_at, order.order_id))
@@ -177,6 +180,7 @@ class TriggerBook:
         pair = self._pairs[pair_key]
         armed = pair.armed.pop(order_id)
         del pair.keys[bisect_right(pair.keys, armed.key) - 1]
+        self._counts[armed.run.order.order_type] -= 1
         if not pair.armed:
             del self._pairs[pair_key]
         return armed.run
@@ -194,6 +198,11 @@ class TriggerBook:
         for pair_key, pair in list(self._pairs.items()):
             if pair.routes_through(moved):
                 self._check(pair_key, pair)
+
+    def _recheck(self, pair_key: tuple[str, str]) -> None:
+        pair = self._pairs.get(pair_key)
+        if pair is not None:
+            self._check(pair_key, pair)
 
     def check_all(self) -> None:
         """Price every pair again (the view was rebuilt from a snapshot)."""
@@ -214,8 +223,11 @@ class TriggerBook:
         end = bisect_right(pair.keys, (ui_bound, "\uffff"))
         # Orders of the same size (bots like round amounts) share one pricing per update.
         priced: dict[int, Quote | None] = {}
+        now = self._clock()
         for _, order_id in pair.keys[:end]:
             armed = pair.armed[order_id]
+            if armed.not_before > now:
+                continue
             amount = armed.run.order.amount
             if amount not in priced:
                 priced[amount] = _best(venues, token_in, token_out, amount)
@@ -242,13 +254,8 @@ class TriggerBook:
             delay = None
             while self._expiries:
                 at, order_id = self._expiries[0]
-                armed_here = order_id in self._where
-                if not armed_here:
-                    heapq.heappop(self._expiries)  # fired, cancelled or re-armed since
-                    continue
-                pair = self._pairs[self._where[order_id]]
-                if pair.armed[order_id].run.order.expires_at != at:
-                    heapq.heappop(self._expiries)  # armed again with another expiry
+                if order_id not in self._where:
+                    heapq.heappop(self._expiries)  # fired or cancelled since
                     continue
                 delay = at - self._clock()
                 if delay > 0:

@@ -244,3 +244,34 @@ async def test_cancel_and_expiry_at_once_exactly_one_wins(armed: Rig) -> None:
         assert statuses[-1] is final
         assert sum(s in TERMINAL for s in statuses) == 1
         assert outcome is final and final in (Status.CANCELLED, Status.EXPIRED)
+
+
+async def test_an_order_the_venues_keep_failing_fires_again_only_after_a_backoff(
+    store: Store, market: SimulatedMarket, settings: Settings
+) -> None:
+    """Its price is there but no venue answers: each time it is armed again it holds off
+    longer (the retry backoff, by attempt), instead of firing on every update."""
+    settings = settings.replace(engine={"retry_base_ms": 100.0, "retry_max_ms": 1_000.0})
+    await market.start()
+    try:
+        async with rig(store, market, settings) as r:
+            price = r.best_price() * Decimal("0.99")
+            for venue in market.venues.values():
+                venue.faults.down = True  # routing asks the venues: every attempt fails
+            order = await r.engine.submit(order_request(**limit(price)))
+            async with asyncio.timeout(10), r.hub.subscribe(order.order_id) as sub:
+                rearms = 0
+                while rearms < 3:
+                    event = await sub.next()
+                    assert event is not None
+                    rearms += event.status is Status.OPEN and "rearmed" in event.data
+            await r.engine.cancel(order.order_id)
+            events = await r.store.events(order.order_id)
+    finally:
+        await market.stop()
+    opens = [e for e in events if e.status is Status.OPEN and "rearmed" in e.data]
+    assert [e.data["rearmed"]["code"] for e in opens[:3]] == ["no_quotes"] * 3
+    for n, rearmed in enumerate(opens[:2], start=1):
+        fired = next(e for e in events if e.seq > rearmed.seq and e.status is Status.ROUTING)
+        # Full jitter between half the ceiling and the ceiling: 100 ms x 2^(attempt - 1).
+        assert fired.ts - rearmed.ts >= 0.1 * 2 ** (n - 1) / 2 * 0.99
