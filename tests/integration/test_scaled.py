@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,53 @@ async def test_a_killed_replicas_orders_finish_on_the_other_exactly_once(
         check(events)
     entries = await ledger(cluster)
     assert len(entries) == len({e["signature"] for e in entries}) == 6
+
+
+async def sol_price(cluster: Cluster, base: str) -> Decimal:
+    """USDC per SOL the best venue pays now, as the replica's market view says."""
+    async with asyncio.timeout(10):
+        while True:
+            async with cluster.http.get(f"{base}/api/market") as resp:
+                if resp.status == 200:  # 503 until the replica's view caught up
+                    body = await resp.json()
+                    break
+            await asyncio.sleep(0.05)  # polling a replica that is starting
+    pair = next(p for p in body["pairs"] if (p["tokenIn"], p["tokenOut"]) == ("SOL", "USDC"))
+    return Decimal(str(max(price["price"] for price in pair["prices"])))
+
+
+async def open_limit_orders(cluster: Cluster, base: str) -> int:
+    async with cluster.http.get(f"{base}/api/stats") as resp:
+        count: int = (await resp.json())["openOrders"]["limit"]
+        return count
+
+
+async def test_a_killed_replicas_open_limit_order_fires_once_on_the_other(
+    cluster: Cluster,
+) -> None:
+    """Armed on a, which dies: b takes it over within the lease and fires it, the market
+    having lifted meanwhile; one swap lands."""
+    limit = (await sol_price(cluster, cluster.a.url) * Decimal("1.01")).quantize(Decimal("0.01"))
+    body = {**ORDER, "orderType": "limit", "limitPrice": str(limit), "expiresIn": 600}
+    async with cluster.http.post(f"{cluster.a.url}/api/order/execute", json=body) as resp:
+        assert resp.status == 201, await resp.text()
+        order_id = (await resp.json())["orderId"]
+    ws_url = cluster.b.url.replace("http://", "ws://") + f"/api/order/status?orderId={order_id}"
+    async with cluster.http.ws_connect(ws_url) as ws:
+        while (await ws.receive_json(timeout=10))["status"] != "open":
+            pass
+    assert await open_limit_orders(cluster, cluster.a.url) == 1
+    cluster.a.kill()
+    # The market lifts at once: b, taking the order over once a's lease lapses, arms it
+    # with its price already there and fires it.
+    move = {"tokenA": "SOL", "tokenB": "USDC", "bps": 300}
+    async with cluster.http.post(f"{cluster.chain.url}/admin/move", json=move) as resp:
+        assert resp.status == 200, await resp.text()
+    events = await stream(cluster, cluster.b.url, order_id)
+    check(events)
+    assert [e["status"] for e in events][:3] == ["pending", "open", "routing"]
+    assert "trigger" in events[2]["data"]
+    confirmed = events[-1]["data"]
+    assert Decimal(confirmed["amountOut"]) >= Decimal(str(ORDER["amount"])) * limit
+    landed = [e for e in await ledger(cluster) if e["signature"] == confirmed["txHash"]]
+    assert len(landed) == len(await ledger(cluster)) == 1
