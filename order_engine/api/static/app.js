@@ -1,14 +1,21 @@
 // order_engine live dashboard: plain JS, no dependencies, everything from this engine.
 //
 // Sources: the firehose WebSocket (/api/orders/stream: every event of every order, live),
-// GET /api/orders (recent history on every (re)connect), GET /api/order/{id} (an order's
-// events when only its snapshot is known) and, for orders submitted here, the order's own
-// stream (/api/order/status), which replays its history and so misses nothing. The chart's
-// lines come from /api/market/stream: each venue's price, live, whether or not orders flow.
+// GET /api/orders (recent history, and every pending or open order, on every (re)connect),
+// GET /api/order/{id} (an order's events when only its snapshot is known) and, for orders
+// submitted here, the order's own stream (/api/order/status), which replays its history and
+// so misses nothing. The chart's lines come from /api/market/stream: each venue's price,
+// live, whether or not orders flow. Open orders are cancelled with DELETE /api/order/{id};
+// the form's tokens are the engine's tradable ones (/api/tokens).
 
-const TOKENS = ["SOL", "USDC", "USDT", "BONK", "JUP", "RAY", "WSOL"];
+const TOKENS = ["SOL", "USDC", "USDT", "BONK", "JUP", "RAY", "WSOL"]; // until /api/tokens answers
 const STAGES = ["pending", "routing", "building", "submitted", "confirmed"];
-const TERMINAL = new Set(["confirmed", "failed"]);
+const TERMINAL = new Set(["confirmed", "failed", "cancelled", "expired"]);
+// Executed, or failed trying: what success rates and latencies count (cancelled and expired
+// orders never ran).
+const FINISHED = new Set(["confirmed", "failed"]);
+const CANCELLABLE = new Set(["pending", "open"]);
+const ARMED_TYPES = new Set(["limit", "sniper"]); // wait armed (open) for a trigger
 const VENUES = ["Raydium", "Meteora"];
 // The token a pair is priced in: the earlier one in this list (USDC per SOL, SOL per JUP...).
 const QUOTE_RANK = ["USDC", "USDT", "SOL", "WSOL", "JUP", "RAY", "BONK"];
@@ -26,6 +33,7 @@ const DETAIL_PREFETCH = 20; // history orders whose events are fetched for decis
 const KEY_STORAGE = "order_engine.apiKey";
 const MAX_FETCHING = 6; // order details fetched at once
 const HISTORY_EVERY_MS = 3000; // at most one history reload per lagged burst
+const OPEN_LIMIT = 500; // pending and open orders loaded on (re)connect
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -82,6 +90,25 @@ function fmtTime(ts) {
   return d.toLocaleTimeString("en-GB", { hour12: false });
 }
 
+function fmtDateTime(ts) {
+  if (!ts) return "—";
+  const d = new Date(ts * 1000);
+  const sameDay = d.toDateString() === new Date().toDateString();
+  if (sameDay) return fmtTime(ts);
+  return `${d.toLocaleDateString("en-GB", { day: "2-digit", month: "short" })} ${fmtTime(ts)}`;
+}
+
+// A span of time, two units at most: "42 s", "3 min 05 s", "2 h 03 min", "1 d 04 h".
+function fmtSpan(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "—";
+  const s = Math.max(0, Math.floor(seconds));
+  const pad = (n) => String(n).padStart(2, "0");
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${pad(s % 60)} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${pad(Math.floor((s % 3600) / 60))} min`;
+  return `${Math.floor(s / 86400)} d ${pad(Math.floor((s % 86400) / 3600))} h`;
+}
+
 const shortId = (id) => id.slice(0, 8);
 
 function el(tag, attrs = {}, ...children) {
@@ -99,6 +126,10 @@ function el(tag, attrs = {}, ...children) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 function median(values) {
@@ -178,8 +209,12 @@ function record(id) {
       attempts: 0,
       createdAt: null,
       updatedAt: null,
+      orderType: null, // market, limit or sniper (null: not known yet)
+      limitPrice: null, // exact decimal string: least tokenOut per one tokenIn
+      expiresAt: null, // epoch seconds (limit and sniper orders)
       events: new Map(), // seq -> event
       mine: false,
+      cancelling: false, // a DELETE is under way
     };
     state.orders.set(id, rec);
   }
@@ -203,6 +238,9 @@ function applySnapshot(o) {
   rec.amount = o.amount;
   rec.slippageBps = o.slippageBps;
   rec.createdAt = o.createdAt;
+  rec.orderType = o.orderType ?? rec.orderType;
+  rec.limitPrice = o.limitPrice ?? rec.limitPrice;
+  rec.expiresAt = o.expiresAt ?? rec.expiresAt;
   // The snapshot wins only if it is newer than every event seen for this order.
   if (o.updatedAt >= lastEventTs(rec)) {
     rec.status = o.status;
@@ -230,6 +268,11 @@ function applyEvent(ev) {
       rec.slippageBps = d.slippageBps ?? rec.slippageBps;
       rec.createdAt = rec.createdAt ?? ev.ts;
       break;
+    case "open":
+      rec.orderType = d.orderType ?? rec.orderType;
+      rec.limitPrice = d.limitPrice ?? rec.limitPrice;
+      rec.expiresAt = d.expiresAt ?? rec.expiresAt;
+      break;
     case "routing":
       rec.attempts = Math.max(rec.attempts, d.attempt || 1);
       break;
@@ -249,6 +292,9 @@ function applyEvent(ev) {
     case "failed":
       rec.error = d.error ?? rec.error;
       break;
+    case "expired":
+      rec.expiresAt = d.expiresAt ?? rec.expiresAt;
+      break;
   }
   // The current stage is the newest event's (a snapshot newer than it may still override).
   const newest = Math.max(...rec.events.keys());
@@ -258,6 +304,28 @@ function applyEvent(ev) {
   }
   if (!rec.tokenIn && !rec.events.has(1)) fetchDetail(rec.id); // joined mid-flight
   return rec;
+}
+
+// Armed orders (limit, sniper) wait for a trigger: their wait is the market's, not the
+// engine's, so latencies leave it out.
+function isArmed(rec) {
+  if (ARMED_TYPES.has(rec.orderType)) return true;
+  for (const e of rec.events.values()) if (e.status === "open") return true;
+  return false;
+}
+
+// The newest event with this status for which `test` holds (by seq, whatever the arrival order).
+function latestEvent(rec, status, test = () => true) {
+  let found = null;
+  for (const e of rec.events.values()) {
+    if (e.status === status && test(e) && (!found || e.seq > found.seq)) found = e;
+  }
+  return found;
+}
+
+// A pending or open order of a type that waits: listed among the open orders, cancellable.
+function isOpenOrder(rec) {
+  return rec.status === "open" || (rec.status === "pending" && ARMED_TYPES.has(rec.orderType));
 }
 
 function building(rec) {
@@ -337,7 +405,11 @@ function resetOrders() {
 
 async function loadHistory() {
   try {
-    const { ok, body } = await api(`/api/orders?limit=${HISTORY_LIMIT}`);
+    const [history] = await Promise.all([
+      api(`/api/orders?limit=${HISTORY_LIMIT}`),
+      loadOpenOrders(), // older than the history's page, they still wait to execute
+    ]);
+    const { ok, body } = history;
     if (!ok || !body) return;
     for (const o of body.orders) applySnapshot(o);
     const lacking = body.orders
@@ -353,6 +425,24 @@ async function loadHistory() {
   } finally {
     document.body.dataset.history = "loaded";
     scheduleRender();
+  }
+}
+
+// Every order still pending or open, however old: the open-orders panel lists them all.
+async function loadOpenOrders() {
+  const { ok, body } = await api(`/api/orders?status=pending,open&limit=${OPEN_LIMIT}`);
+  if (!ok || !body) return;
+  const listed = new Set();
+  for (const o of body.orders) {
+    applySnapshot(o);
+    listed.add(o.orderId);
+  }
+  // Shown as waiting but no longer listed: it ended while this page was away (the firehose
+  // missed it). Its details say how.
+  if (body.nextCursor === null) {
+    for (const rec of state.orders.values()) {
+      if (CANCELLABLE.has(rec.status) && !listed.has(rec.id)) fetchDetail(rec.id);
+    }
   }
 }
 
@@ -402,6 +492,7 @@ function connectFirehose() {
     setConn("open", "live");
     showNotice("");
     loadHistory(); // whatever happened while we were away
+    loadTokens(); // a token may have launched meanwhile
   };
   ws.onmessage = (msg) => {
     let data;
@@ -561,16 +652,78 @@ function watchOrder(id, tries = 0) {
 // ---------------------------------------------------------------------------------------
 // the form
 
-function fillTokens() {
-  for (const [sel, value] of [
+function fillTokens(tokens = TOKENS) {
+  for (const [sel, fallback] of [
     ["#token-in", "SOL"],
     ["#token-out", "USDC"],
   ]) {
     const select = $(sel);
-    for (const t of TOKENS) select.append(el("option", { value: t, text: t }));
-    select.value = value;
+    if ([...select.options].map((o) => o.value).join(",") === tokens.join(",")) continue;
+    const value = select.value || fallback; // a choice already made survives a refill
+    select.replaceChildren(...tokens.map((t) => el("option", { value: t, text: t })));
+    select.value = tokens.includes(value) ? value : fallback;
+  }
+  renderLimitFields();
+}
+
+// The engine's tradable tokens (a launched token joins them); the built-in list otherwise.
+async function loadTokens() {
+  try {
+    const { ok, body } = await api("/api/tokens");
+    if (!ok || !body || !Array.isArray(body.tokens)) return;
+    const tradable = body.tokens.filter((t) => t.state === "tradable").map((t) => t.symbol);
+    if (tradable.length >= 2) fillTokens(tradable);
+  } catch {
+    // the built-in list stays
   }
 }
+
+function orderType() {
+  const checked = document.querySelector('input[name="orderType"]:checked');
+  return checked ? checked.value : "market";
+}
+
+// The limit fields show for a limit order; the price is named in the pair's terms, with the
+// market's price now beside it (the best venue's, for a small trade) as a reference.
+function renderLimitFields() {
+  const limit = orderType() === "limit";
+  const tokenIn = $("#token-in").value;
+  const tokenOut = $("#token-out").value;
+  for (const node of document.querySelectorAll(".limit-only")) node.hidden = !limit;
+  setText($("#submit"), limit ? "Place limit order" : "Swap");
+  $("#order-form").dataset.orderType = orderType();
+  setText($("#limit-unit"), tokenIn && tokenOut ? `${tokenOut} per ${tokenIn}` : "");
+  if (!limit) return;
+  const now = marketPrice(tokenIn, tokenOut);
+  setText(
+    $("#limit-hint"),
+    now === null
+      ? "Fires once the best route pays at least this for the whole amount."
+      : `Market now ≈ ${fmtPrice(now)} for a small trade; fires once the best route pays ` +
+          "at least the limit for the whole amount.",
+  );
+}
+
+// tokenOut per one tokenIn, the best venue's latest streamed price (null: not streamed).
+function marketPrice(tokenIn, tokenOut) {
+  if (!tokenIn || !tokenOut || tokenIn === tokenOut) return null;
+  const pair = pairOf(tokenIn, tokenOut);
+  const list = state.live.get(pair.key) || [];
+  const latest = {};
+  for (const p of list) latest[p.dex] = p.price; // charted as quote per base
+  const prices = Object.values(latest).map((p) => (pair.invert ? 1 / p : p));
+  return prices.length ? Math.max(...prices) : null;
+}
+
+const FORM_FIELDS = {
+  tokenIn: "#token-in",
+  tokenOut: "#token-out",
+  amount: "#amount",
+  slippageBps: "#slippage",
+  orderType: "#type-limit",
+  limitPrice: "#limit-price",
+  expiresIn: "#expires-in",
+};
 
 async function submitOrder(event) {
   event.preventDefault();
@@ -580,6 +733,7 @@ async function submitOrder(event) {
   const tokenOut = $("#token-out").value;
   const amount = $("#amount").value.trim();
   const slippage = $("#slippage").value.trim();
+  const type = orderType();
   if (tokenIn === tokenOut)
     return formError("Sell and buy must be different tokens.", "#token-out");
   if (!/^\d+(\.\d+)?$/.test(amount) || !(Number(amount) > 0)) {
@@ -591,6 +745,22 @@ async function submitOrder(event) {
       return formError("Slippage is a whole number of bps.", "#slippage");
     body.slippageBps = Number(slippage);
   }
+  if (type === "limit") {
+    const limitPrice = $("#limit-price").value.trim();
+    if (!/^\d+(\.\d+)?$/.test(limitPrice) || !(Number(limitPrice) > 0)) {
+      const text = `Limit price must be a positive decimal number (${tokenOut} per ${tokenIn}).`;
+      return formError(text, "#limit-price");
+    }
+    body.orderType = "limit";
+    body.limitPrice = limitPrice; // exact: sent as typed
+    const expires = $("#expires-in").value.trim();
+    if (expires !== "") {
+      const seconds = Math.round(Number(expires) * Number($("#expires-unit").value));
+      if (!/^\d+(\.\d+)?$/.test(expires) || !(seconds >= 1))
+        return formError("Expiry must be a positive number (at least a second).", "#expires-in");
+      body.expiresIn = seconds;
+    }
+  }
   const button = $("#submit");
   button.disabled = true;
   try {
@@ -601,15 +771,7 @@ async function submitOrder(event) {
     });
     if (resp.status !== 201 && resp.status !== 200) {
       const e = resp.body && resp.body.error;
-      const field =
-        e && e.field
-          ? {
-              tokenIn: "#token-in",
-              tokenOut: "#token-out",
-              amount: "#amount",
-              slippageBps: "#slippage",
-            }[e.field]
-          : null;
+      const field = e && e.field ? FORM_FIELDS[e.field] : null;
       return formError(
         e ? `${e.message} (${e.code})` : `The engine answered ${resp.status}.`,
         field,
@@ -621,6 +783,8 @@ async function submitOrder(event) {
     rec.tokenIn = rec.tokenIn || tokenIn;
     rec.tokenOut = rec.tokenOut || tokenOut;
     rec.amount = rec.amount || amount;
+    rec.orderType = rec.orderType || type;
+    rec.limitPrice = rec.limitPrice || body.limitPrice || null;
     rec.createdAt = rec.createdAt || Date.now() / 1000;
     if (!state.chartPairChosen) state.chartPair = `${rec.tokenIn}→${rec.tokenOut}`;
     select(id);
@@ -666,8 +830,10 @@ function render() {
   );
   renderStats(orders);
   renderLatency(orders);
+  renderOpenOrders(orders);
   renderOrders(orders);
   renderDetail();
+  renderLimitFields();
   renderDecision();
   renderDecisions(orders);
   renderPairs();
@@ -689,46 +855,60 @@ function latencySamples(orders) {
       const prev = events[i - 1];
       const cur = events[i];
       if (cur.seq !== prev.seq + 1 || !samples[cur.status]) continue;
+      if (prev.status === "open") continue; // waited for the market, not for the engine
       samples[cur.status].push((cur.ts - prev.ts) * 1000);
     }
     const first = events[0];
     const last = events[events.length - 1];
-    if (first && first.seq === 1 && TERMINAL.has(last.status))
+    if (first && first.seq === 1 && FINISHED.has(last.status) && !isArmed(rec))
       samples.total.push((last.ts - first.ts) * 1000);
   }
   return samples;
 }
 
+// Submission to the end; for an armed order, from the trigger that fired it last (its wait
+// for the price is not latency). Cancelled and expired orders have none.
 function orderLatency(rec) {
+  if (!FINISHED.has(rec.status)) return null;
   const events = sortedEvents(rec);
-  if (events.length && events[0].seq === 1) {
-    const end = TERMINAL.has(rec.status) ? events[events.length - 1].ts : null;
-    return end === null ? null : (end - events[0].ts) * 1000;
+  const last = events[events.length - 1];
+  if (isArmed(rec)) {
+    const fired = latestEvent(rec, "routing", (e) => e.data && e.data.trigger);
+    return fired && last && FINISHED.has(last.status) ? (last.ts - fired.ts) * 1000 : null;
   }
-  if (TERMINAL.has(rec.status) && rec.createdAt && rec.updatedAt)
-    return (rec.updatedAt - rec.createdAt) * 1000;
+  if (events.length && events[0].seq === 1)
+    return FINISHED.has(last.status) ? (last.ts - events[0].ts) * 1000 : null;
+  if (rec.createdAt && rec.updatedAt) return (rec.updatedAt - rec.createdAt) * 1000;
   return null;
 }
 
 function renderStats(orders) {
   let confirmed = 0;
   let failed = 0;
+  let open = 0;
+  let ended = 0; // cancelled or expired
   const wins = { Raydium: 0, Meteora: 0 };
   for (const rec of orders) {
     if (rec.status === "confirmed") {
       confirmed += 1;
       if (rec.dex in wins) wins[rec.dex] += 1;
     } else if (rec.status === "failed") failed += 1;
+    else if (isOpenOrder(rec)) open += 1;
+    else if (TERMINAL.has(rec.status)) ended += 1;
   }
   const done = confirmed + failed;
   $("#stat-total").textContent = INT_FMT.format(orders.length);
-  $("#stat-inflight").textContent = INT_FMT.format(orders.length - done);
+  $("#stat-open").textContent = INT_FMT.format(open);
+  $("#stat-inflight").textContent = INT_FMT.format(orders.length - done - open - ended);
   $("#stat-confirmed").textContent = INT_FMT.format(confirmed);
   $("#stat-failed").textContent = INT_FMT.format(failed);
   $("#stat-rate").textContent = done ? `${((100 * confirmed) / done).toFixed(1)} %` : "—";
   $("#wins-raydium").textContent = INT_FMT.format(wins.Raydium);
   $("#wins-meteora").textContent = INT_FMT.format(wins.Meteora);
-  const totals = orders.map(orderLatency).filter((x) => x !== null);
+  const totals = orders
+    .filter((rec) => !isArmed(rec))
+    .map(orderLatency)
+    .filter((x) => x !== null);
   $("#stat-e2e").textContent = fmtMs(median(totals));
 }
 
@@ -781,6 +961,7 @@ function renderOrders(orders) {
       rec.events.size,
       rec.id === state.selected,
       rec.updatedAt,
+      rec.orderType,
     ].join("|");
     if (tr.dataset.stamp !== stamp) {
       tr.dataset.stamp = stamp;
@@ -807,7 +988,14 @@ function renderOrders(orders) {
       tr.replaceChildren(
         el("td", { class: "mono dim", text: fmtTime(rec.createdAt) }),
         el("td", {}, pick),
-        el("td", { class: "pair", text: rec.tokenIn ? `${rec.tokenIn} → ${rec.tokenOut}` : "…" }),
+        el(
+          "td",
+          { class: "pair" },
+          rec.tokenIn ? `${rec.tokenIn} → ${rec.tokenOut}` : "…",
+          ARMED_TYPES.has(rec.orderType)
+            ? el("span", { class: "type-tag", text: rec.orderType, title: orderTitle(rec) })
+            : null,
+        ),
         el("td", { class: "num mono", text: fmtAmount(rec.amount) }),
         el("td", { class: "stage" }, stage),
         el("td", { class: rec.dex ? `venue v-${rec.dex}` : "venue dim", text: rec.dex || "—" }),
@@ -828,6 +1016,177 @@ function renderOrders(orders) {
   $("#orders-count").textContent = `${orders.length} shown · newest first`;
 }
 
+function orderTitle(rec) {
+  const parts = [`${rec.orderType} order`];
+  if (rec.limitPrice) parts.push(`limit ${rec.limitPrice} ${rec.tokenOut} per ${rec.tokenIn}`);
+  if (rec.expiresAt) parts.push(`expires ${fmtDateTime(rec.expiresAt)}`);
+  return parts.join(", ");
+}
+
+// ---------------------------------------------------------------------------------------
+// open orders: armed (or about to be), each with its limit, expiry, age and a Cancel button
+
+const openRowCache = new Map(); // orderId -> tr
+const cancelResult = { text: "", kind: "", orderId: "" };
+
+function renderOpenOrders(orders) {
+  const body = $("#open-orders tbody");
+  const rows = [];
+  const live = new Set();
+  for (const rec of orders) {
+    if (!isOpenOrder(rec)) continue;
+    live.add(rec.id);
+    let tr = openRowCache.get(rec.id);
+    if (!tr) {
+      tr = el("tr", { "data-order-id": rec.id });
+      openRowCache.set(rec.id, tr);
+    }
+    const armed = latestEvent(rec, "open");
+    const rearmed = armed && armed.data && armed.data.rearmed;
+    const per = `${rec.tokenOut}/${rec.tokenIn}`;
+    const expiry = rec.expiresAt ? new Date(rec.expiresAt * 1000).toString() : null;
+    const stamp = [
+      rec.status,
+      rec.orderType,
+      rec.limitPrice,
+      rec.expiresAt,
+      rec.tokenIn,
+      rec.cancelling,
+      armed ? armed.seq : 0,
+      rec.id === state.selected,
+    ].join("|");
+    if (tr.dataset.stamp !== stamp) {
+      tr.dataset.stamp = stamp;
+      tr.dataset.status = rec.status;
+      tr.classList.toggle("selected", rec.id === state.selected);
+      tr.classList.toggle("mine", rec.mine);
+      const status = el("span", { class: `badge s-${rec.status}`, text: rec.status });
+      if (rearmed)
+        status.append(
+          el("span", {
+            class: "retry",
+            text: " ↺",
+            title: `armed again after ${rearmed.code}: ${rearmed.message}`,
+            "aria-label": `armed again after ${rearmed.code}`,
+          }),
+        );
+      const cancel = el("button", {
+        class: "btn btn-small btn-danger",
+        type: "button",
+        text: rec.cancelling ? "Cancelling…" : "Cancel",
+        disabled: rec.cancelling,
+        "aria-label": `Cancel order ${rec.id}`,
+        "data-cancel": rec.id,
+      });
+      cancel.addEventListener("click", () => cancelOrder(rec.id));
+      tr.replaceChildren(
+        el(
+          "td",
+          {},
+          el("button", {
+            class: "link mono",
+            type: "button",
+            text: shortId(rec.id),
+            title: rec.id,
+            "aria-label": `Show order ${rec.id}`,
+            onclick: () => select(rec.id),
+          }),
+        ),
+        el("td", { class: "pair", text: rec.tokenIn ? `${rec.tokenIn} → ${rec.tokenOut}` : "…" }),
+        el("td", { class: "num mono", text: fmtAmount(rec.amount) }),
+        el("td", { class: "type", text: rec.orderType || "—" }),
+        el(
+          "td",
+          { class: "num mono limit", title: rec.limitPrice ? `at least, ${per}` : null },
+          rec.limitPrice ? `≥ ${rec.limitPrice}` : "—",
+          rec.limitPrice ? el("span", { class: "dim unit", text: ` ${per}` }) : null,
+        ),
+        el(
+          "td",
+          { class: "expires", title: expiry },
+          el("span", { class: "mono", text: fmtDateTime(rec.expiresAt) }),
+          " ",
+          el("span", { class: "dim countdown", "data-until": rec.expiresAt || "" }),
+        ),
+        el("td", { class: "num mono dim age", "data-since": rec.createdAt || "" }),
+        el("td", { class: "stage" }, status),
+        el("td", { class: "num" }, cancel),
+      );
+    }
+    rows.push(tr);
+  }
+  for (const id of openRowCache.keys()) if (!live.has(id)) openRowCache.delete(id);
+  syncChildren(body, rows);
+  $("#open-empty").hidden = rows.length > 0;
+  $("#open-orders").hidden = rows.length === 0;
+  setText($("#open-count"), rows.length ? `${rows.length} waiting` : "");
+  const box = $("#cancel-result");
+  box.hidden = !cancelResult.text;
+  box.dataset.kind = cancelResult.kind;
+  box.dataset.orderId = cancelResult.orderId;
+  setText(box, cancelResult.text);
+  tickOpenOrders();
+}
+
+// Ages and countdowns move on their own: refreshed every second, not only on events.
+function tickOpenOrders() {
+  const now = Date.now() / 1000;
+  for (const node of document.querySelectorAll("#open-orders [data-since]")) {
+    const since = Number(node.dataset.since);
+    setText(node, since ? fmtSpan(now - since) : "—");
+  }
+  for (const node of document.querySelectorAll("#open-orders [data-until]")) {
+    const until = Number(node.dataset.until);
+    if (!until) setText(node, "");
+    else setText(node, until > now ? `in ${fmtSpan(until - now)}` : "due");
+  }
+}
+
+function showCancelResult(text, kind = "", orderId = "") {
+  Object.assign(cancelResult, { text, kind, orderId });
+  scheduleRender();
+}
+
+async function cancelOrder(id) {
+  const rec = state.orders.get(id);
+  if (!rec || rec.cancelling) return;
+  rec.cancelling = true;
+  showCancelResult("");
+  const name = shortId(id);
+  try {
+    const resp = await api(`/api/order/${encodeURIComponent(id)}`, { method: "DELETE" });
+    const e = resp.body && resp.body.error;
+    if (resp.ok && resp.body && resp.body.orderId) {
+      applySnapshot(resp.body);
+      showCancelResult(`Order ${name} cancelled.`, "ok", id);
+    } else if (resp.status === 409 && e && e.code === "not_cancellable") {
+      showCancelResult(
+        `Order ${name} cannot be cancelled: it is ${e.status || "no longer open"} ` +
+          `(409 ${e.code}).`,
+        "error",
+        id,
+      );
+      fetchDetail(id, { force: true }); // where it is now: the page may be behind
+    } else if (resp.status === 404) {
+      showCancelResult(`Order ${name} was not found (404${e ? ` ${e.code}` : ""}).`, "error", id);
+    } else {
+      showCancelResult(
+        e
+          ? `Order ${name} was not cancelled: ${e.message} (${resp.status} ${e.code}).`
+          : `Order ${name} was not cancelled: the engine answered ${resp.status}.`,
+        "error",
+        id,
+      );
+    }
+  } catch (err) {
+    const text = `Order ${name} was not cancelled: could not reach the engine (${err.message}).`;
+    showCancelResult(text, "error", id);
+  } finally {
+    rec.cancelling = false;
+    scheduleRender();
+  }
+}
+
 // Puts `nodes` in `parent` in order, moving only what moved (focus stays where it was).
 function syncChildren(parent, nodes) {
   nodes.forEach((node, i) => {
@@ -846,6 +1205,8 @@ function renderDetail() {
       $("#detail-title").textContent = "No order selected";
       $("#detail-badge").hidden = true;
       $("#stepper").replaceChildren();
+      $("#detail-facts").replaceChildren();
+      $("#detail-facts").hidden = true;
       $("#detail-message").textContent = "Submit a swap, or pick an order in the table.";
     }
     return;
@@ -864,12 +1225,13 @@ function renderDetail() {
   const reached = new Map();
   for (const e of events) reached.set(e.status, e); // the latest time each stage was reached
   const failed = rec.status === "failed";
-  const stages = failed ? [...STAGES.slice(0, -1), "failed"] : STAGES;
-  const current = STAGES.indexOf(rec.status);
+  const stages = stagesOf(rec, reached);
+  const current = stages.indexOf(rec.status);
   const items = stages.map((stage, i) => {
     const e = reached.get(stage);
     let stepState;
     if (failed) stepState = stage === "failed" ? "failed" : e ? "done" : "skipped";
+    else if (i === current && (stage === "cancelled" || stage === "expired")) stepState = "stopped";
     else if (i < current || (i === current && TERMINAL.has(stage))) stepState = "done";
     else stepState = i === current ? "current" : "todo";
     const offset =
@@ -887,6 +1249,9 @@ function renderDetail() {
     );
   });
   $("#stepper").replaceChildren(...items);
+  const facts = orderFacts(rec);
+  $("#detail-facts").replaceChildren(...facts);
+  $("#detail-facts").hidden = !facts.length;
   const last = events[events.length - 1];
   let text = last ? last.message : "Waiting for events…";
   if (rec.status === "failed" && rec.error) text = `${rec.error.code}: ${rec.error.message}`;
@@ -897,6 +1262,76 @@ function renderDetail() {
       el("br"),
       el("span", { class: "mono dim", text: `tx ${rec.txHash.slice(0, 20)}…`, title: rec.txHash }),
     );
+}
+
+// The stages an order goes through: an armed one is open before it routes; a cancelled or
+// expired one shows the way it went, then how it ended.
+function stagesOf(rec, reached) {
+  const path = isArmed(rec) ? ["pending", "open", ...STAGES.slice(1)] : STAGES;
+  if (rec.status === "cancelled" || rec.status === "expired")
+    return [...path.filter((stage) => reached.has(stage) && stage !== "confirmed"), rec.status];
+  if (rec.status === "failed") return [...path.slice(0, -1), "failed"];
+  return path;
+}
+
+const FACT_LABELS = {
+  limit: "limit",
+  expires: "expires",
+  expired: "expired",
+  trigger: "fired",
+  rearmed: "armed again",
+};
+
+// What a limit order adds to its stages: its limit and expiry, what fired it, why it was
+// armed again.
+function orderFacts(rec) {
+  const facts = [];
+  const fact = (name, ...children) =>
+    facts.push(
+      el(
+        "li",
+        { "data-fact": name },
+        el("span", { class: "fact-name", text: FACT_LABELS[name] }),
+        ...children,
+      ),
+    );
+  if (rec.limitPrice)
+    fact(
+      "limit",
+      el("span", { class: "mono", text: `≥ ${rec.limitPrice}` }),
+      ` ${rec.tokenOut} per ${rec.tokenIn}`,
+    );
+  if (rec.expiresAt && (CANCELLABLE.has(rec.status) || rec.status === "expired"))
+    fact(
+      rec.status === "expired" ? "expired" : "expires",
+      el("span", {
+        class: "mono",
+        text: fmtDateTime(rec.expiresAt),
+        title: new Date(rec.expiresAt * 1000).toString(),
+      }),
+    );
+  const fired = latestEvent(rec, "routing", (e) => e.data && e.data.trigger);
+  if (fired) {
+    const t = fired.data.trigger;
+    fact(
+      "trigger",
+      "price ",
+      el("span", { class: "mono", text: fmtPrice(t.price) }),
+      " at slot ",
+      el("span", { class: "mono", text: String(t.slot) }),
+      el("span", { class: "dim", text: ` · ${fmtTime(fired.ts)}` }),
+    );
+  }
+  const armedAgain = latestEvent(rec, "open", (e) => e.data && e.data.rearmed);
+  if (armedAgain) {
+    const why = armedAgain.data.rearmed;
+    fact(
+      "rearmed",
+      el("span", { class: "mono", text: why.code }),
+      el("span", { class: "dim", text: `: ${why.message} · ${fmtTime(armedAgain.ts)}` }),
+    );
+  }
+  return facts;
 }
 
 function quoteMargin(quotes, winner) {
@@ -1264,7 +1699,13 @@ function start() {
     const a = $("#token-in");
     const b = $("#token-out");
     [a.value, b.value] = [b.value, a.value];
+    renderLimitFields();
   });
+  for (const input of document.querySelectorAll('input[name="orderType"]'))
+    input.addEventListener("change", renderLimitFields);
+  $("#token-in").addEventListener("change", renderLimitFields);
+  $("#token-out").addEventListener("change", renderLimitFields);
+  setInterval(tickOpenOrders, 1000);
   $("#chart-pair").addEventListener("change", (e) => {
     state.chartPair = e.target.value;
     state.chartPairChosen = true;
@@ -1282,6 +1723,7 @@ function start() {
     }
     // Another key may see other orders (with authentication on, each client sees its own).
     resetOrders();
+    showCancelResult("");
     scheduleRender();
     firehose.attempt = 0;
     firehose.everOpened = false;
