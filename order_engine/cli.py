@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,21 @@ from order_engine.config import (
 from order_engine.logs import configure as configure_logs
 from order_engine.runtime import install_uvloop, listen
 
+_WATCH_EXITS = (
+    "exit status: 0 confirmed, 1 failed, 3 cancelled, 4 expired,\n"
+    "2 the order could not be submitted or watched (refused, unknown, unreachable)"
+)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -32,15 +48,61 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"order_engine {__version__}")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the service (the default)")
-    submit = sub.add_parser("submit", help="submit an order and show its stages live")
+    submit = sub.add_parser(
+        "submit",
+        help="submit an order and show its stages live",
+        description="Submit an order and show its stages live until it ends.\n"
+        "With --limit-price it is a limit order: armed (open) until the best route pays at\n"
+        "least that price, then executed. Ctrl-C stops watching and leaves the order as it is.",
+        epilog=_WATCH_EXITS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     submit.add_argument("token_in", help="token to sell, e.g. SOL")
     submit.add_argument("token_out", help="token to buy, e.g. USDC")
     submit.add_argument("amount", help="amount of token_in, e.g. 1.5")
     submit.add_argument("--slippage-bps", type=int, help="slippage tolerance (default 50)")
     submit.add_argument("--client-order-id", help="your own id for the order")
-    watch = sub.add_parser("watch", help="show an order's stages live")
+    submit.add_argument(
+        "--limit-price",
+        metavar="PRICE",
+        help="a limit order: the least token_out per one token_in it accepts, e.g. 160",
+    )
+    submit.set_defaults(usage_error=submit.error)
+    expiry = submit.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expires-in",
+        metavar="SECONDS",
+        type=_seconds,
+        help="with --limit-price: expire unfilled after this long (the server's default 24 h,"
+        " at most 7 days)",
+    )
+    expiry.add_argument(
+        "--expires-at",
+        metavar="TIME",
+        help="with --limit-price: expire unfilled at this time, epoch seconds or ISO 8601"
+        " with a zone (e.g. 2030-01-01T12:00:00Z)",
+    )
+    watch = sub.add_parser(
+        "watch",
+        help="show an order's stages live",
+        description="Show an order's stages live (its history first) until it ends.",
+        epilog=_WATCH_EXITS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     watch.add_argument("order_id")
-    for p in (submit, watch):
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel a pending or open order",
+        description="Cancel an order that is pending or open (a limit order waiting for its\n"
+        "price) and print it. Once its execution began (routing and after) or it ended, it\n"
+        "can no longer be cancelled.",
+        epilog="exit status: 0 cancelled (the order is printed), 1 not cancellable (its "
+        "status is printed),\n2 no such order (or another client's) or any other error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cancel.add_argument("order_id")
+    cancel.add_argument("--json", action="store_true", help="print the order as JSON")
+    for p in (submit, watch, cancel):
         p.add_argument(
             "--url",
             default=os.environ.get("ORDER_ENGINE_URL", "http://127.0.0.1:3000"),
@@ -75,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "new-key":
         return _new_key(args.name)
-    if args.command in ("submit", "watch"):
+    expiry = getattr(args, "expires_in", None) is not None or getattr(args, "expires_at", None)
+    if args.command == "submit" and args.limit_price is None and expiry:
+        args.usage_error("--expires-in and --expires-at need --limit-price (a limit order)")
+    if args.command in ("submit", "watch", "cancel"):
         return _client(args)
     try:
         settings = load_settings(args.config or default_config_path())
@@ -144,17 +209,24 @@ def serve(settings: Settings) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
-    from order_engine.client import run
+    from order_engine.client import order_request, parse_time, run, run_cancel
 
     order = None
     if args.command == "submit":
-        order = {"tokenIn": args.token_in, "tokenOut": args.token_out, "amount": args.amount}
-        if args.slippage_bps is not None:
-            order["slippageBps"] = args.slippage_bps
-        if args.client_order_id:
-            order["clientOrderId"] = args.client_order_id
-    order_id = getattr(args, "order_id", None)
+        order = order_request(
+            args.token_in,
+            args.token_out,
+            args.amount,
+            slippage_bps=args.slippage_bps,
+            client_order_id=args.client_order_id,
+            limit_price=args.limit_price,
+            expires_in=args.expires_in,
+            expires_at=None if args.expires_at is None else parse_time(args.expires_at),
+        )
     try:
+        if args.command == "cancel":
+            return asyncio.run(run_cancel(args.url, args.api_key, args.order_id, as_json=args.json))
+        order_id = getattr(args, "order_id", None)
         return asyncio.run(run(args.url, args.api_key, order=order, order_id=order_id))
     except KeyboardInterrupt:
         return 130

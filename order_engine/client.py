@@ -1,18 +1,24 @@
-"""The command-line client: submit an order or watch one, stage by stage.
+"""The command-line client: submit an order, watch one stage by stage, or cancel one.
 
 It reconnects with `after=<last seq>` when the connection drops (or the server restarts),
-so a watcher never misses nor repeats an event. Exit status: 0 confirmed, 1 failed, 2 the
-order could not be submitted or watched.
+so a watcher never misses nor repeats an event. Exit status of `submit` and `watch`: the
+order's end (0 confirmed, 1 failed, 3 cancelled, 4 expired) or 2 when it could not be
+submitted or watched. Of `cancel`: 0 cancelled, 1 not cancellable (its execution began or it
+ended: the status is printed), 2 no such order or another error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
@@ -20,13 +26,37 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-EXIT_CONFIRMED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_CONFIRMED, EXIT_FAILED, EXIT_ERROR, EXIT_CANCELLED, EXIT_EXPIRED = 0, 1, 2, 3, 4
+# `cancel`: the order was cancelled; it could not be (its status says why); or an error.
+EXIT_OK, EXIT_NOT_CANCELLABLE = 0, 1
+# How a watched order's end is told to the shell.
+EXIT_BY_STATUS = {
+    "confirmed": EXIT_CONFIRMED,
+    "failed": EXIT_FAILED,
+    "cancelled": EXIT_CANCELLED,
+    "expired": EXIT_EXPIRED,
+}
+TERMINAL = frozenset(EXIT_BY_STATUS)
 SUBMIT_ATTEMPTS = 3
 _RETRYABLE_CLOSES = {1001, 1006, 1011, 1012, 1013, None}
+_HELD_S = 1.0  # a stream connected this long counts as progress (see Client.watch)
+_STYLES = {"confirmed": "green", "failed": "red", "cancelled": "yellow", "expired": "yellow"}
 
 
 class ClientError(Exception):
     """The server refused, or cannot be reached: the message says which and why."""
+
+
+class OrderNotFound(ClientError):
+    """No such order (or, with authentication on, another client's)."""
+
+
+class NotCancellable(ClientError):
+    """The order's execution began, or it ended: it can no longer be cancelled."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -43,26 +73,110 @@ class Progress:
         return self.events[-1]["status"] if self.events else None
 
 
+def order_request(
+    token_in: str,
+    token_out: str,
+    amount: str,
+    *,
+    slippage_bps: int | None = None,
+    client_order_id: str | None = None,
+    limit_price: str | None = None,
+    expires_in: float | None = None,
+    expires_at: float | str | None = None,
+) -> dict[str, Any]:
+    """The body of POST /api/order/execute. A limit price makes it a limit order (armed
+    until the best route pays at least `limit_price` tokenOut per tokenIn); `expires_in`
+    (seconds) or `expires_at` (epoch seconds or ISO 8601) bound how long it waits. Amounts
+    and prices stay the caller's exact decimal text; the server validates every field."""
+    order: dict[str, Any] = {"tokenIn": token_in, "tokenOut": token_out, "amount": amount}
+    if slippage_bps is not None:
+        order["slippageBps"] = slippage_bps
+    if client_order_id:
+        order["clientOrderId"] = client_order_id
+    if limit_price is not None:
+        order["orderType"] = "limit"
+        order["limitPrice"] = limit_price
+    if expires_in is not None:
+        order["expiresIn"] = _number(expires_in)
+    if expires_at is not None:
+        order["expiresAt"] = _number(expires_at) if isinstance(expires_at, float) else expires_at
+    return order
+
+
+def _number(value: float) -> int | float:
+    """A whole number of seconds is sent as one (3600, not 3600.0)."""
+    return int(value) if value.is_integer() else value
+
+
+def parse_time(text: str) -> float | str:
+    """`--expires-at`: epoch seconds as a number, anything else (ISO 8601) as given."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return text
+    seconds = float(number) if number.is_finite() else math.inf
+    return seconds if math.isfinite(seconds) else text
+
+
+def _when(ts: Any) -> str:
+    if not isinstance(ts, int | float):
+        return "?"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def details(event: dict[str, Any]) -> str:
     """The event's message, with what matters at that stage."""
     data = event.get("data") or {}
     extra = ""
-    if event["status"] == "building" and "quotes" in data:
+    status = event["status"]
+    if status == "open":
+        parts = []
+        if data.get("limitPrice") is not None:
+            parts.append(f"limit {data['limitPrice']}")
+        if "expiresAt" in data:
+            parts.append(f"expires {_when(data['expiresAt'])}")
+        if rearmed := data.get("rearmed"):
+            parts.append(f"armed again after {rearmed.get('code', '')}")
+        extra = f" [{'; '.join(parts)}]" if parts else ""
+    elif status == "routing" and (trigger := data.get("trigger")):
+        extra = f" [trigger slot {trigger.get('slot')} at price {trigger.get('price')}]"
+    elif status == "building" and "quotes" in data:
         quotes = ", ".join(f"{q['dex']} {q['amountOut']}" for q in data["quotes"])
         extra = f" [{quotes}; {data.get('reason', '')}]"
-    elif event["status"] == "submitted":
+    elif status == "submitted":
         extra = f" [tx {data.get('txHash', '')}]"
-    elif event["status"] == "confirmed":
+    elif status == "confirmed":
         extra = f" [price {data.get('executedPrice')}]"
-    elif event["status"] == "failed":
+    elif status == "failed":
         error = data.get("error") or {}
         extra = f" [{error.get('code', '')}]"
+    elif status == "cancelled" and data.get("previous"):
+        extra = f" [was {data['previous']}]"
+    elif status == "expired" and "expiresAt" in data:
+        extra = f" [at {_when(data['expiresAt'])}]"
     return f"{event['message']}{extra}"
 
 
 def describe(event: dict[str, Any]) -> str:
     """One plain line per event."""
     return f"{event['seq']:>2} {event['status']:<9} {details(event)}"
+
+
+def describe_order(order: dict[str, Any]) -> list[str]:
+    """An order (as GET /api/order/{id} and DELETE answer it), one `name: value` per line."""
+    lines = [
+        f"order      {order['orderId']}",
+        f"status     {order['status']}",
+        f"type       {order.get('orderType', 'market')}",
+        f"swap       {order['amount']} {order['tokenIn']} -> {order['tokenOut']}",
+    ]
+    if order.get("limitPrice") is not None:
+        lines.append(f"limit      {order['limitPrice']} {order['tokenOut']} per {order['tokenIn']}")
+    if order.get("expiresAt") is not None:
+        lines.append(f"expires    {_when(order['expiresAt'])}")
+    lines.append(f"created    {_when(order.get('createdAt'))}")
+    lines.append(f"updated    {_when(order.get('updatedAt'))}")
+    return lines
 
 
 class Client:
@@ -86,12 +200,58 @@ class Client:
                     raise ClientError(f"cannot reach {self._base}: {exc}") from None
                 await asyncio.sleep(0.2 * 2**attempt)  # backing off before trying again
         if resp.status not in (200, 201):
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            raise ClientError(
-                f"refused ({resp.status} {error.get('code', '')}): {error.get('message', body)}"
-            )
+            raise ClientError(_refusal(resp.status, body))
         order_id: str = body["orderId"]
         return order_id
+
+    async def cancel(self, session: aiohttp.ClientSession, order_id: str) -> dict[str, Any]:
+        """Cancel a pending or open order: the order, now `cancelled`. Raises NotCancellable
+        (its `status` says where the order is) once its execution began or it ended,
+        OrderNotFound for an unknown order, ClientError for anything else."""
+        url = f"{self._base}/api/order/{order_id}"
+        retried = False
+        for attempt in range(SUBMIT_ATTEMPTS):
+            try:
+                async with session.delete(url, headers=self._headers) as resp:
+                    body = await resp.json(content_type=None)
+                break
+            except (aiohttp.ClientError, ValueError) as exc:
+                if attempt == SUBMIT_ATTEMPTS - 1:
+                    raise ClientError(f"cannot reach {self._base}: {exc}") from None
+                retried = True
+                await asyncio.sleep(0.2 * 2**attempt)  # backing off before trying again
+        if resp.status == 200:
+            order: dict[str, Any] = body
+            return order
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        if resp.status == 404:
+            raise OrderNotFound(_refusal(resp.status, body))
+        if resp.status == 409 and error.get("code") == "not_cancellable":
+            status = str(error.get("status", "unknown"))
+            if retried and status == "cancelled":
+                # An earlier attempt's answer was lost: it is that attempt that cancelled it.
+                return await self.order(session, order_id)
+            raise NotCancellable(
+                f"order {order_id} is {status}: only a pending or open order can be cancelled",
+                status,
+            )
+        raise ClientError(_refusal(resp.status, body))
+
+    async def order(self, session: aiohttp.ClientSession, order_id: str) -> dict[str, Any]:
+        """GET /api/order/{id}: the order (without its events)."""
+        try:
+            async with session.get(
+                f"{self._base}/api/order/{order_id}", headers=self._headers
+            ) as resp:
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise ClientError(f"cannot reach {self._base}: {exc}") from None
+        if resp.status == 404:
+            raise OrderNotFound(_refusal(resp.status, body))
+        if resp.status != 200:
+            raise ClientError(_refusal(resp.status, body))
+        order: dict[str, Any] = body["order"]
+        return order
 
     async def watch(
         self,
@@ -101,16 +261,21 @@ class Client:
         *,
         reconnect_for: float = 60.0,
     ) -> None:
-        """Until the order is confirmed or failed; reconnects (resuming after the last
-        seq seen) for up to `reconnect_for` seconds without any progress."""
+        """Until the order ends (confirmed, failed, cancelled or expired); reconnects
+        (resuming after the last seq seen) for up to `reconnect_for` seconds without any
+        progress. An open order may wait for hours on one quiet connection: when that drops,
+        the time counts from the drop, not from the last event."""
         ws_url = self._base.replace("http", "ws", 1) + "/api/order/status"
         deadline = time.monotonic() + reconnect_for
         delay = 0.1
         while True:
             params = {"orderId": progress.order_id, "after": str(progress.last_seq)}
             close_code: int | None = None
+            seen = progress.last_seq
+            opened: float | None = None
             try:
                 async with session.ws_connect(ws_url, params=params, headers=self._headers) as ws:
+                    opened = time.monotonic()
                     async for msg in ws:
                         if msg.type is not aiohttp.WSMsgType.TEXT:
                             continue
@@ -121,19 +286,28 @@ class Client:
                             continue
                         progress.events.append(message)
                         on_event(message)
-                        deadline = time.monotonic() + reconnect_for
                     close_code = ws.close_code
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status < 500:
                     raise ClientError(f"refused ({exc.status})") from None
             except aiohttp.ClientError:
                 pass  # dropped: reconnect below
-            if progress.status in ("confirmed", "failed"):
+            if progress.status in TERMINAL:
                 return
-            if close_code not in _RETRYABLE_CLOSES or time.monotonic() > deadline:
+            now = time.monotonic()
+            # Progress: events arrived, or a connection held (an armed order's stream is
+            # quiet for as long as it waits). One refused at once again and again is none.
+            if progress.last_seq > seen or (opened is not None and now - opened >= _HELD_S):
+                deadline = now + reconnect_for
+            if close_code not in _RETRYABLE_CLOSES or now > deadline:
                 raise ClientError(f"the stream ended early (close {close_code})")
             await asyncio.sleep(delay)  # backing off before reconnecting to a restarting server
             delay = min(delay * 2, 2.0)
+
+
+def _refusal(status: int, body: Any) -> str:
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    return f"refused ({status} {error.get('code', '')}): {error.get('message', body)}"
 
 
 async def run(
@@ -143,6 +317,8 @@ async def run(
     order_id: str | None = None,
     console: Console | None = None,
 ) -> int:
+    """Submit `order` (or take `order_id`) and show its stages until it ends: the exit
+    status says how (EXIT_BY_STATUS), EXIT_ERROR if it could not be submitted or watched."""
     console = console or Console()
     client = Client(base_url, api_key)
     try:
@@ -159,7 +335,34 @@ async def run(
     except ClientError as exc:
         print(f"order-engine: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_CONFIRMED if progress.status == "confirmed" else EXIT_FAILED
+    return EXIT_BY_STATUS.get(progress.status or "", EXIT_ERROR)
+
+
+async def run_cancel(
+    base_url: str, api_key: str | None, order_id: str, *, as_json: bool = False
+) -> int:
+    """Cancel an order and print it: 0 cancelled, 1 not cancellable (its id and status are
+    printed), 2 not found or any other error."""
+    client = Client(base_url, api_key)
+    try:
+        async with aiohttp.ClientSession() as session:
+            order = await client.cancel(session, order_id)
+    except NotCancellable as exc:
+        # What the order is now, on stdout as a cancelled one would be; why, on stderr.
+        if as_json:
+            print(json.dumps({"orderId": order_id, "status": exc.status}), flush=True)
+        else:
+            print(f"order      {order_id}\nstatus     {exc.status}", flush=True)
+        print(f"order-engine: {exc}", file=sys.stderr)
+        return EXIT_NOT_CANCELLABLE
+    except ClientError as exc:
+        print(f"order-engine: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if as_json:
+        print(json.dumps(order, indent=2), flush=True)
+    else:
+        print("\n".join(describe_order(order)), flush=True)
+    return EXIT_OK
 
 
 async def _watch_live(
@@ -173,10 +376,11 @@ async def _watch_live(
         t.add_column("stage")
         t.add_column("details")
         for event in progress.events:
-            style = {"confirmed": "green", "failed": "red"}.get(event["status"], "")
+            style = _STYLES.get(event["status"], "")
             t.add_row(str(event["seq"]), event["status"], details(event), style=style)
-        if progress.status not in ("confirmed", "failed"):
-            t.add_row("", "…", "waiting", style="dim")
+        if progress.status not in TERMINAL:
+            waiting = "armed: waiting for its trigger" if progress.status == "open" else "waiting"
+            t.add_row("", "…", waiting, style="dim")
         return t
 
     with Live(table(), console=console, refresh_per_second=8) as live:
