@@ -5,7 +5,7 @@ Imports nothing of the project: the engine, the stores and the API all speak the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -158,12 +158,15 @@ class Order:
                 f"event {event.order_id}#{event.seq} does not follow "
                 f"{self.order_id}#{self.last_seq}"
             )
-        changes = {
-            name: value for name in UPDATE_FIELDS if (value := getattr(update, name)) is not None
-        }
-        return replace(
-            self, status=event.status, last_seq=event.seq, updated_at=event.ts, **changes
-        )
+        # Built positionally rather than by `dataclasses.replace` (under half its cost): this
+        # runs for every event of every order.
+        values = [getattr(self, name) for name in _ORDER_FIELDS]
+        values[_STATUS], values[_LAST_SEQ], values[_UPDATED_AT] = event.status, event.seq, event.ts
+        for name, at in _UPDATE_AT:
+            value = getattr(update, name)
+            if value is not None:
+                values[at] = value
+        return Order(*values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,3 +197,11 @@ class Transition:
     # A cancellation is written whoever leases the order (or nobody does): the seq check
     # alone fences it, so it races the owner's next write and exactly one of them wins.
     any_owner: bool = False
+
+
+_ORDER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Order))
+_STATUS, _LAST_SEQ, _UPDATED_AT = (
+    _ORDER_FIELDS.index(n) for n in ("status", "last_seq", "updated_at")
+)
+# Where each update field goes among the order's positional arguments.
+_UPDATE_AT: tuple[tuple[str, int], ...] = tuple((n, _ORDER_FIELDS.index(n)) for n in UPDATE_FIELDS)

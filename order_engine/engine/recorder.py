@@ -11,6 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from prometheus_client import Counter, Histogram
+
 from order_engine.hub import Hub
 from order_engine.metrics import Metrics
 from order_engine.orders import (
@@ -46,6 +48,7 @@ class Recorder:
         self._metrics = metrics
         self._on_finished = on_finished
         self._clock = clock
+        self._per_status: dict[str, tuple[Counter, Histogram]] = {}
 
     def now(self) -> float:
         # Microseconds: what every store keeps exactly, so a replayed event equals the live one.
@@ -101,8 +104,15 @@ class Recorder:
     def _measure(self, before: Order, event: OrderEvent) -> None:
         assert self._metrics is not None
         m, status = self._metrics, event.status.value
-        m.events.labels(status).inc()
-        m.stage_seconds.labels(status).observe(max(0.0, event.ts - before.updated_at))
+        # Every event of every order: the labelled children are looked up once per status.
+        children = self._per_status.get(status)
+        if children is None:
+            children = self._per_status[status] = (
+                m.events.labels(status),
+                m.stage_seconds.labels(status),
+            )
+        children[0].inc()
+        children[1].observe(max(0.0, event.ts - before.updated_at))
         if event.status in TERMINAL:
             code = event.data.get("error", {}).get("code", "")
             m.finished.labels(status, code).inc()

@@ -166,7 +166,7 @@ class TriggerBook:
         self._where[order.order_id] = pair_key
         self._counts[order.order_type] += 1
         if hold_off > 0:
-            asyncio.get_running_loop().call_later(hold_off, self._recheck, pair_key)
+            asyncio.get_running_loop().call_later(hold_off, self._held_off, armed)
         if not self._expiries or order.expires_at < self._expiries[0][0]:
             self._sooner.set()
         heapq.heappush(self._expiries, (order.expires_at, order.order_id))
@@ -199,10 +199,15 @@ class TriggerBook:
             if pair.routes_through(moved):
                 self._check(pair_key, pair)
 
-    def _recheck(self, pair_key: tuple[str, str]) -> None:
-        pair = self._pairs.get(pair_key)
-        if pair is not None:
-            self._check(pair_key, pair)
+    def _held_off(self, armed: _Armed) -> None:
+        """The hold-off is over: the order may fire, on the market as it is now. (The loop's
+        timer and the wall clock differ by a hair: the order is released, not compared.)"""
+        order_id = armed.run.order_id
+        pair_key = self._where.get(order_id)
+        if pair_key is None or self._pairs[pair_key].armed.get(order_id) is not armed:
+            return  # fired, cancelled or armed anew since
+        armed.not_before = 0.0
+        self._check(pair_key, self._pairs[pair_key])
 
     def check_all(self) -> None:
         """Price every pair again (the view was rebuilt from a snapshot)."""
