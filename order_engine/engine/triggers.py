@@ -90,7 +90,7 @@ class _Armed:
     run: OrderRun
     key: tuple[float, str]  # (limit price, order id): the pair's sort order
     threshold: int
-    not_before: float  # armed again after a failure: it holds off until then
+    held: bool  # armed again after a failure: it may not fire until its hold-off ends
 
 
 @dataclass(slots=True)
@@ -159,8 +159,7 @@ class TriggerBook:
         if pair is None:
             pair = self._pairs[pair_key] = _Pair(run.token_in, run.token_out)
         limit = 0.0 if order.limit_price is None else float(Decimal(order.limit_price))
-        now = self._clock()
-        armed = _Armed(run, (limit, order.order_id), limit_threshold(run) or 0, now + hold_off)
+        armed = _Armed(run, (limit, order.order_id), limit_threshold(run) or 0, hold_off > 0)
         insort(pair.keys, armed.key)
         pair.armed[order.order_id] = armed
         self._where[order.order_id] = pair_key
@@ -200,13 +199,12 @@ class TriggerBook:
                 self._check(pair_key, pair)
 
     def _held_off(self, armed: _Armed) -> None:
-        """The hold-off is over: the order may fire, on the market as it is now. (The loop's
-        timer and the wall clock differ by a hair: the order is released, not compared.)"""
+        """The hold-off is over: the order may fire, on the market as it is now."""
         order_id = armed.run.order_id
         pair_key = self._where.get(order_id)
         if pair_key is None or self._pairs[pair_key].armed.get(order_id) is not armed:
             return  # fired, cancelled or armed anew since
-        armed.not_before = 0.0
+        armed.held = False
         self._check(pair_key, self._pairs[pair_key])
 
     def check_all(self) -> None:
@@ -219,7 +217,7 @@ class TriggerBook:
         if data is None or not data.fresh() or not pair.keys:
             return  # no trustworthy prices: nothing fires on a stale view
         token_in, token_out = pair.token_in, pair.token_out
-        venues = [v for name in ("Raydium", "Meteora") if (v := data.venue(name)) is not None]
+        venues = data.venues()
         bounds = [b for v in venues if (b := v.price_bound(token_in, token_out)) is not None]
         if not bounds:
             return
@@ -228,10 +226,9 @@ class TriggerBook:
         end = bisect_right(pair.keys, (ui_bound, "\uffff"))
         # Orders of the same size (bots like round amounts) share one pricing per update.
         priced: dict[int, Quote | None] = {}
-        now = self._clock()
         for _, order_id in pair.keys[:end]:
             armed = pair.armed[order_id]
-            if armed.not_before > now:
+            if armed.held:
                 continue
             amount = armed.run.order.amount
             if amount not in priced:

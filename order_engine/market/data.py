@@ -170,6 +170,10 @@ class MarketData:
     def fresh(self) -> bool:
         return self.staleness_slots() <= self.max_staleness_slots
 
+    def venues(self) -> list[SimulatedVenue]:
+        """Every venue's pools as last streamed."""
+        return list(self._venues.values())
+
     def venue(self, name: str) -> SimulatedVenue | None:
         """The venue's pools as last streamed, to quote against (None: not followed)."""
         return self._venues.get(name)
