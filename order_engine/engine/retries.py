@@ -1,5 +1,6 @@
-"""The retry policy: a transient failure goes back to routing after a jittered backoff; a
-permanent one, or the last attempt's, fails the order."""
+"""The retry policy: a transient failure goes back to routing after a jittered backoff (a
+limit or sniper order is armed again instead, held off as long); a permanent one, or a
+market order's last attempt's, fails the order."""
 
 from __future__ import annotations
 
