@@ -9,7 +9,10 @@ Then it measures, and prints as a table:
   crossing a limit, with the orders armed and, for comparison, before any was (goal: at
   most 10% of a core more);
 - one price move that crosses the `--crossed` orders: how long until every one of them is
-  stored as `routing` (goal: 100 ms), and that each then ends confirmed or armed again.
+  stored as `routing` (goal: 100 ms), and that each then ends confirmed or armed again;
+- `--snipers` (100) sniper orders armed on an upcoming token, then its launch: how long
+  until all are routing, and how many slots each landed after the update that fired it
+  (goal: 0 or 1).
 
 python -m bench.triggers                      # the issue's sizes (about a minute to arm)
 python -m bench.triggers --orders 10000       # quicker
@@ -43,6 +46,7 @@ from tests.support.factories import make_settings
 SOL, USDC = REGISTRY.resolve("SOL"), REGISTRY.resolve("USDC")
 AMOUNT = SOL.to_base(Decimal("0.1"))
 MOVE_BPS = 100.0  # the move that crosses the near orders: they sit 20 bps above the market
+SNIPED = "SNEK"  # the upcoming token the snipers wait for
 
 
 def _cpu() -> float:
@@ -121,7 +125,30 @@ class _Tape:
         )
 
 
-async def run(orders: int, crossed: int, updates: float, seconds: float) -> list[tuple[str, str]]:
+async def _arm_snipers(engine: Engine, count: int, expires_at: float) -> list[str]:
+    target = REGISTRY.resolve(SNIPED, upcoming=True)
+    ids = []
+    for _ in range(count):
+        request = OrderRequest(
+            SOL, target, AMOUNT, 500, order_type=OrderType.SNIPER, expires_at=expires_at
+        )
+        ids.append((await engine.submit(request)).order_id)
+    return ids
+
+
+async def _landing_lag(store: SQLiteStore, order_id: str) -> int | None:
+    """Slots from the update that fired the order to the one it landed in (None: it did
+    not land)."""
+    events = {e.status: e.data for e in await store.events(order_id)}
+    if Status.CONFIRMED not in events:
+        return None
+    slot: int = events[Status.CONFIRMED]["slot"] - events[Status.ROUTING]["trigger"]["slot"]
+    return slot
+
+
+async def run(
+    orders: int, crossed: int, updates: float, seconds: float, snipers_count: int
+) -> list[tuple[str, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-triggers-"))
     settings = make_settings(workdir, engine={"queue_size": orders + crossed, "workers": 10})
     market = SimulatedMarket(PROFILES["instant"], seed=1)
@@ -176,6 +203,16 @@ async def run(orders: int, crossed: int, updates: float, seconds: float) -> list
                     return None
 
                 await tape.until(lambda: all(ended(o) is not None for o in near))
+                snipers = await _arm_snipers(engine, snipers_count, expires_at)
+                await tape.until(lambda: all(tape.reached(o, Status.OPEN) for o in snipers))
+                launched = time.perf_counter()
+                market.launch(SNIPED)
+                await tape.until(
+                    lambda: all(
+                        tape.reached(o, Status.CONFIRMED) or tape.reached(o, Status.FAILED)
+                        for o in snipers
+                    )
+                )
             finally:
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
@@ -186,6 +223,16 @@ async def run(orders: int, crossed: int, updates: float, seconds: float) -> list
         confirmed = sum(1 for o in near if ended(o) is Status.CONFIRMED)
         rows.append(("  then confirmed / other", f"{confirmed} / {crossed - confirmed}"))
         rows.append(("far orders still open", f"{engine.open_orders()['limit']:,}"))
+        sniped = max(t for o in snipers if (t := tape.reached(o, Status.ROUTING)) is not None)
+        rows.append(
+            (
+                f"{snipers_count} snipers: all routing after launch",
+                f"{(sniped - launched) * 1000:.0f} ms",
+            )
+        )
+        lags = [lag for o in snipers if (lag := await _landing_lag(store, o)) is not None]
+        rows.append(("  confirmed / failed", f"{len(lags)} / {len(snipers) - len(lags)}"))
+        rows.append(("  landing slot - trigger slot (goal 0 or 1)", f"max {max(lags, default=0)}"))
     finally:
         await engine.stop(grace=1)
         following.cancel()
@@ -202,10 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crossed", type=int, default=1_000)
     parser.add_argument("--updates", type=float, default=100.0, help="pool updates per second")
     parser.add_argument("--seconds", type=float, default=5.0, help="per CPU measurement")
+    parser.add_argument("--snipers", type=int, default=100, help="armed before a launch")
     args = parser.parse_args(argv)
     if not 0 < args.crossed <= args.orders:
         parser.error("--crossed must be between 1 and --orders")
-    rows = asyncio.run(run(args.orders, args.crossed, args.updates, args.seconds))
+    rows = asyncio.run(run(args.orders, args.crossed, args.updates, args.seconds, args.snipers))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>12}")

@@ -79,3 +79,25 @@ def test_bench_smoke(tmp_path: Path) -> None:
         require_redis()
         raise AssertionError(f"PostgreSQL and Redis answer, yet: {result['skipped']['scaled']}")
     assert summary["scaled_2"]["rate"] > 0 and summary["scaled_1"]["rate"] > 0
+
+
+def test_triggers_bench_smoke() -> None:
+    """`python -m bench.triggers` with tiny counts: every row is printed."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.triggers",
+            *("--orders", "300", "--crossed", "50", "--snipers", "5", "--seconds", "0.2"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "300" in done.stdout  # open limit orders
+    assert "50 / 0" in done.stdout  # every crossed order confirmed
+    assert "5 / 0" in done.stdout  # every sniper confirmed
+    assert "max 0" in done.stdout or "max 1" in done.stdout  # snipers landed in time
