@@ -37,6 +37,7 @@ from order_engine.hub import MemoryHub
 from order_engine.hub.base import Subscription
 from order_engine.market import LocalFeedSource, MarketData, follow
 from order_engine.orders import OrderType, Status
+from order_engine.runtime import tune_gc
 from order_engine.store.sqlite import SQLiteStore
 from order_engine.venues import PROFILES, SimulatedMarket
 from order_engine.venues.tokens import REGISTRY
@@ -253,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.crossed <= args.orders:
         parser.error("--crossed must be between 1 and --orders")
+    tune_gc()  # as the engine's process does
     rows = asyncio.run(run(args.orders, args.crossed, args.updates, args.seconds, args.snipers))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
