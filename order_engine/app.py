@@ -136,6 +136,7 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
     metrics.watch(
         queue_depth=lambda: engine.queue_depth,
         held_orders=lambda: engine.held,
+        armed_orders=engine.open_orders,
         transactions_in_flight=lambda: engine.transactions_in_flight,
         websockets=lambda: len(connections),
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -89,6 +90,12 @@ class Metrics:
             "Orders this process holds (queued, being worked on, awaiting confirmation)",
             registry=r,
         )
+        self.armed_orders = Gauge(
+            "order_engine_armed_orders",
+            "Limit and sniper orders this process holds open, waiting for their trigger",
+            ["type"],
+            registry=r,
+        )
         self.transactions_in_flight = Gauge(
             "order_engine_transactions_in_flight",
             "Transactions being built or sent whose fate the chain has not told yet",
@@ -103,14 +110,21 @@ class Metrics:
         *,
         queue_depth: Callable[[], float],
         held_orders: Callable[[], float],
+        armed_orders: Callable[[], Mapping[str, int]],
         transactions_in_flight: Callable[[], float],
         websockets: Callable[[], float],
     ) -> None:
         """Gauges read at scrape time: nothing to keep in step on the hot path."""
         self.queue_depth.set_function(queue_depth)
         self.held_orders.set_function(held_orders)
+        for kind in ("limit", "sniper"):
+            self.armed_orders.labels(kind).set_function(partial(_count_of, armed_orders, kind))
         self.transactions_in_flight.set_function(transactions_in_flight)
         self.websockets.set_function(websockets)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _count_of(counts: Callable[[], Mapping[str, int]], key: str) -> float:
+    return counts()[key]

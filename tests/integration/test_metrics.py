@@ -50,6 +50,17 @@ async def test_metrics_count_orders_stages_venues_and_batches(
     assert m[("order_engine_transactions_in_flight", ())] == 0
 
 
+async def test_armed_orders_are_counted_by_type(client: TestClient[Any, Application]) -> None:
+    order_id = await post_order(client, orderType="limit", limitPrice="1000000", expiresIn=600)
+    async with client.ws_connect(f"/api/order/status?orderId={order_id}") as ws:
+        async with asyncio.timeout(5):
+            while (await ws.receive_json())["status"] != "open":
+                pass
+    m = await scrape(client)
+    assert m[("order_engine_armed_orders", (("type", "limit"),))] == 1
+    assert m[("order_engine_armed_orders", (("type", "sniper"),))] == 0
+
+
 async def test_open_websockets_are_counted(client: TestClient[Any, Application]) -> None:
     services(client).market.chain.hold()
     order_id = await post_order(client)
