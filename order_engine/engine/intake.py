@@ -42,7 +42,8 @@ def new_order(
     `default_expiry_s`), and its first event's payload."""
     expires_at = None
     if request.order_type is not OrderType.MARKET:
-        expires_at = request.expires_at or round(now + default_expiry_s, 6)
+        # Microseconds, as every store keeps times: the open event says what the row says.
+        expires_at = round(request.expires_at or now + default_expiry_s, 6)
     order = Order(
         order_id=str(uuid.uuid4()),
         token_in=request.token_in.symbol,
