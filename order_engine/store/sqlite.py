@@ -43,6 +43,7 @@ from order_engine.store.group_commit import (
 )
 from order_engine.store.migrations import migrate_sqlite
 from order_engine.store.rows import EVENT_COLUMNS, UNFINISHED
+from order_engine.store.sqlite_file import DatabaseFile
 from order_engine.store.sqlite_lock import ProcessLock
 from order_engine.store.sqlite_sql import (
     CLAIM,
@@ -81,6 +82,7 @@ class SQLiteStore:
         self._writes = GroupCommit(self._commit_batch, max_batch=max_batch, name="sqlite-writer")
         self._closed = False
         self._lock: str | None = None
+        self._file: DatabaseFile | None = None  # None for a memory database
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -104,6 +106,8 @@ class SQLiteStore:
         try:
             await self._on_writer(self._open_writer)
             self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+            if self._path != ":memory:":
+                self._file = DatabaseFile(self._path)
             await self._reader.execute("PRAGMA busy_timeout=5000")
         except BaseException:
             self._unlock()
@@ -163,6 +167,13 @@ class SQLiteStore:
         await self._writes.append(transition)
 
     async def _commit_batch(self, batch: list[Write]) -> None:
+        if self._file is not None:
+            try:
+                self._file.check()
+            except StoreUnavailable as exc:
+                for write in batch:
+                    fail(write, exc)
+                return
         rows = [self._write_rows(w) for w in batch]
         try:
             outcomes = await self._on_writer(lambda: self._commit_sync(rows))
@@ -401,7 +412,11 @@ class SQLiteStore:
         return [ROWS.order(r) for r in rows]
 
     async def ping(self) -> None:
-        await self._read("SELECT 1")
+        """Ready only while the opened file is still the database's, and its orders table
+        can be read."""
+        if self._file is not None:
+            self._file.check()
+        await self._read("SELECT 1 FROM orders LIMIT 1")
 
 
 _T = TypeVar("_T")
