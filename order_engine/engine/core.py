@@ -40,6 +40,7 @@ from .confirmations import CONFIRMATIONS, Confirmations
 from .errors import EngineUnavailable, OrderLost, Unavailable
 from .intake import OrderRequest, new_order
 from .leases import Leases
+from .outage import WriteOutage
 from .recorder import Recorder
 from .reports import building_data, report_route
 from .retries import RETRIES, Retries
@@ -104,8 +105,14 @@ class Engine:
             lease_s=lease_s,
             claim_interval=claim_interval,
         )
+        self._outage = WriteOutage(settings.retry_base_ms / 1000, settings.retry_max_ms / 1000)
         self._recorder = Recorder(
-            store=store, hub=hub, metrics=metrics, on_finished=self._finished, clock=clock
+            store=store,
+            hub=hub,
+            metrics=metrics,
+            on_finished=self._finished,
+            on_written=self._outage.written,
+            clock=clock,
         )
         self._armed = ArmedOrders(
             store=store,
@@ -373,18 +380,20 @@ class Engine:
 
         def resume(exc: Exception) -> None:
             order_id = run.order_id
-            if isinstance(exc, (OrderLost, StoreError)):
+            delay = self._settings.retry_base_ms / 1000
+            if isinstance(exc, StoreError):  # logged once per outage, not per order
+                delay = self._outage.failed(exc)
+                log.debug("[%s] %s; resuming from the stored state", order_id, exc)
+            elif isinstance(exc, OrderLost):
                 log.warning("[%s] %s; resuming from the stored state", order_id, exc)
             else:  # one bad order must not take a worker down, nor stay stuck
                 log.error("[%s] unexpected error; resuming", order_id, exc_info=exc)
-            self._supervisor.spawn(
-                RETRIES, self._reload(order_id, run.order.last_seq), f"reload-{order_id}"
-            )
+            reload = self._reload(order_id, run.order.last_seq, delay)
+            self._supervisor.spawn(RETRIES, reload, f"reload-{order_id}")
 
         return resume
 
-    async def _reload(self, order_id: str, known_seq: int) -> None:
-        delay = self._settings.retry_base_ms / 1000
+    async def _reload(self, order_id: str, known_seq: int, delay: float) -> None:
         while True:
             await asyncio.sleep(delay)
             try:

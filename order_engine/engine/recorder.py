@@ -41,12 +41,15 @@ class Recorder:
         hub: Hub,
         metrics: Metrics | None,
         on_finished: Callable[[str], None],
+        on_written: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`on_written`: told after every committed write (the end of an outage)."""
         self._store = store
         self._hub = hub
         self._metrics = metrics
         self._on_finished = on_finished
+        self._on_written = on_written
         self._clock = clock
         self._per_status: dict[str, tuple[Counter, Histogram]] = {}
 
@@ -61,6 +64,7 @@ class Recorder:
             order.order_id, 1, order.status, message, order.created_at, payload.to_json()
         )
         await self._store.create(order, first, owned=owned)
+        self._on_written()
         if self._metrics is not None:
             self._metrics.events.labels(first.status.value).inc()
         await self._hub.publish(first)
@@ -86,6 +90,7 @@ class Recorder:
             await self._store.append(transition)
         except SeqConflict:
             raise OrderLost(f"write of seq {event.seq} fenced off") from None
+        self._on_written()
         run.order = order.apply(transition)
         if status is Status.ROUTING:
             run.retry_reason = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -84,3 +85,26 @@ def test_the_faulty_store_forwards_every_method_of_the_store_protocol() -> None:
     own = {name for name in vars(FaultyStore) if not name.startswith("_")}
     assert STORE_METHODS - own == set()
     assert "owner" in own
+
+
+async def test_a_long_write_outage_backs_off_and_is_logged_once(
+    engine: Engine,
+    faulty_store: FaultyStore,
+    memory_hub: MemoryHub,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full disk: each failed write waits twice as long as the last before the order is
+    tried again (5, 10, 20 ms with the test's retry base), the outage is a warning when it
+    begins and one when it ends, and the order then finishes."""
+    outage = faulty_store.faults.fail_always("append", StoreError("disk full"), when=routing)
+    order = await engine.submit(order_request())
+    faults = faulty_store.faults
+    await faults.wait_for_call("append", when=lambda _: faults.count("append") >= 4)
+    faults.remove(outage)
+    assert await reach(faulty_store, memory_hub, order.order_id, TERMINAL) is Status.CONFIRMED
+    tries = [c.at for c in faults.calls if c.method == "append"][:4]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    for gap, least in zip(gaps, (0.005, 0.010, 0.020), strict=True):
+        assert gap >= least, gaps
+    said = [r.getMessage() for r in caplog.records if "store writes" in r.getMessage()]
+    assert len(said) == 2 and "failing" in said[0] and "succeed again" in said[1], said

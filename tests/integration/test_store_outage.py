@@ -92,7 +92,7 @@ async def test_an_order_in_flight_during_the_outage_finishes_after_it(
         while (await ws.receive_json(timeout=5))["status"] != "submitted":
             pass
     proxy.cut()
-    with logged("order_engine.engine", "resuming from the stored state") as write_failed:
+    with logged("order_engine.engine", "store writes are failing") as write_failed:
         chain.release()  # lands while the engine cannot write it down
         async with asyncio.timeout(10):
             await write_failed.wait()

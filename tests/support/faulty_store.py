@@ -18,6 +18,7 @@ its method. Faults are tried in the order they were added, the first that matche
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -44,6 +45,7 @@ class Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     failed: bool  # a fault raised instead of (or after, `lost_reply`) the real call
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
