@@ -79,6 +79,7 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
         max_batch=settings.store.max_batch,
         owner=replica_id(settings),
         lease_s=settings.engine.lease_s,
+        connect_wait_s=settings.store.connect_wait_s,
     )
     metrics = Metrics()
     store.observe_batches(metrics.store_batch.observe)

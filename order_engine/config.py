@@ -101,6 +101,9 @@ class StoreSettings:
     # FULL: an acknowledged event survives power loss, not only a process crash.
     sqlite_synchronous: str = "FULL"
     max_batch: int = 256
+    # At start, PostgreSQL not answering is waited for this long, retried with a growing
+    # delay (it may be starting beside the engine); 0: give up at once.
+    connect_wait_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +350,7 @@ def validate(s: Settings) -> None:
         " which must run role 'all' (use postgresql:// to split api and worker)",
     )
     need(s.store.max_batch >= 1, "store.max_batch must be at least 1")
+    need(s.store.connect_wait_s >= 0, "store.connect_wait_s must not be negative")
     need(
         s.store.sqlite_synchronous.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},
         "store.sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA",

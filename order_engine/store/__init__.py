@@ -26,9 +26,11 @@ def store_from_url(
     max_batch: int = 256,
     owner: str = "local",
     lease_s: float = 30.0,
+    connect_wait_s: float = 0.0,
 ) -> Store:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite://:memory:` or
-    `postgresql://user@host:port/db[?schema=name]`. Backends are imported lazily."""
+    `postgresql://user@host:port/db[?schema=name]`. Backends are imported lazily.
+    `connect_wait_s`: how long PostgreSQL may take to answer at start."""
     if url.startswith("sqlite://"):
         from order_engine.store.sqlite import SQLiteStore
 
@@ -43,7 +45,14 @@ def store_from_url(
         from order_engine.store.postgres import PostgresStore
 
         dsn, schema = _split_schema(url)
-        return PostgresStore(dsn, schema=schema, max_batch=max_batch, owner=owner, lease_s=lease_s)
+        return PostgresStore(
+            dsn,
+            schema=schema,
+            max_batch=max_batch,
+            owner=owner,
+            lease_s=lease_s,
+            connect_wait_s=connect_wait_s,
+        )
     raise UnsupportedStoreURL(f"unsupported store URL {url!r} (use sqlite:// or postgresql://)")
 
 

@@ -9,9 +9,11 @@ committed write by write (see group_commit), so that write still fails alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -85,8 +87,11 @@ class PostgresStore:
         pool_size: int = 10,
         owner: str = "local",
         lease_s: float = 30.0,
+        connect_wait_s: float = 0.0,
     ) -> None:
+        """`connect_wait_s`: how long `open` waits for PostgreSQL to answer, retrying."""
         self._dsn = dsn
+        self._connect_wait_s = connect_wait_s
         self._schema = schema
         self._owner = owner
         self._lease_s = lease_s
@@ -107,17 +112,32 @@ class PostgresStore:
         return self._owner
 
     async def open(self) -> None:
+        """Connect (waiting up to `connect_wait_s` for the server, as one started beside the
+        engine may still be starting) and run the migrations."""
         settings = {"search_path": self._schema} if self._schema else {}
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=self._pool_size,
-                init=_init_connection,
-                server_settings=settings,
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        where = _server(self._dsn)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._connect_wait_s
+        delay, tries = 0.25, 0
+        while True:
+            tries += 1
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    init=_init_connection,
+                    server_settings=settings,
+                )
+                break
+            except (OSError, asyncpg.PostgresError) as exc:
+                if loop.time() + delay > give_up:
+                    raise StoreUnavailable(
+                        f"cannot connect to PostgreSQL at {where} ({tries} tries): {exc}"
+                    ) from exc
+                log.warning("PostgreSQL at %s: %s; trying again in %.1fs", where, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         await self._migrate()
         self._writes.start()
 
@@ -359,3 +379,9 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         return int(status.rsplit(" ", 1)[-1])  # "UPDATE <n>"
+
+
+def _server(dsn: str) -> str:
+    """host:port/database of a DSN, for messages: never its user or password."""
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"

@@ -99,16 +99,20 @@ class SQLiteStore:
         return self._owner
 
     async def open(self) -> None:
-        """Raises DatabaseInUse if another process has the file open."""
-        if self._path != ":memory:":  # nobody else can reach a memory database
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            self._lock = ProcessLock.acquire(self._path)
+        """Raises DatabaseInUse if another process has the file open, StoreUnavailable
+        (naming the file and the cause) if it cannot be opened as this engine's database."""
         try:
+            if self._path != ":memory:":  # nobody else can reach a memory database
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                self._lock = ProcessLock.acquire(self._path)
             await self._on_writer(self._open_writer)
             self._reader = await aiosqlite.connect(self._path, isolation_level=None)
             if self._path != ":memory:":
                 self._file = DatabaseFile(self._path)
             await self._reader.execute("PRAGMA busy_timeout=5000")
+        except (sqlite3.Error, OSError) as exc:
+            self._unlock()
+            raise StoreUnavailable(f"cannot open the SQLite database {self._path}: {exc}") from exc
         except BaseException:
             self._unlock()
             raise
