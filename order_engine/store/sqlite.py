@@ -54,6 +54,7 @@ from order_engine.store.sqlite_sql import (
     UPDATE_ORDER,
     event_from_row,
     event_row,
+    find_sql,
     update_row,
 )
 
@@ -79,6 +80,10 @@ class SQLiteStore:
         self._writer: sqlite3.Connection | None = None  # used on `_write_thread` only
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader: aiosqlite.Connection | None = None
+        # History queries and counts, which may scan many rows, read on a connection of their
+        # own (each aiosqlite connection serves one query at a time): a client paging through
+        # orders never holds up a watcher's replay or an order's lookup.
+        self._scanner: aiosqlite.Connection | None = None
         self._writes = GroupCommit(self._commit_batch, max_batch=max_batch, name="sqlite-writer")
         self._closed = False
         self._lock: str | None = None
@@ -107,9 +112,11 @@ class SQLiteStore:
                 self._lock = ProcessLock.acquire(self._path)
             await self._on_writer(self._open_writer)
             self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+            self._scanner = await aiosqlite.connect(self._path, isolation_level=None)
             if self._path != ":memory:":
                 self._file = DatabaseFile(self._path)
             await self._reader.execute("PRAGMA busy_timeout=5000")
+            await self._scanner.execute("PRAGMA busy_timeout=5000")
         except (sqlite3.Error, OSError) as exc:
             self._unlock()
             raise StoreUnavailable(f"cannot open the SQLite database {self._path}: {exc}") from exc
@@ -143,8 +150,9 @@ class SQLiteStore:
             self._lock = None
 
     async def _disconnect(self) -> None:
-        if self._reader is not None:
-            await self._reader.close()
+        for reader in (self._reader, self._scanner):
+            if reader is not None:
+                await reader.close()
         if self._writer is not None:
             await self._on_writer(self._writer.close)
         self._write_thread.shutdown(wait=False)
@@ -332,11 +340,13 @@ class SQLiteStore:
 
     # -- reads --------------------------------------------------------------------------
 
-    async def _read(self, sql: str, params: Any = ()) -> list[Any]:
-        if self._reader is None or self._closed:
+    async def _read(self, sql: str, params: Any = (), *, scan: bool = False) -> list[Any]:
+        """`scan`: a query that may read many rows, on the scanning connection."""
+        reader = self._scanner if scan else self._reader
+        if reader is None or self._closed:
             raise StoreUnavailable("store is closed")
         try:
-            return list(await self._reader.execute_fetchall(sql, params))
+            return list(await reader.execute_fetchall(sql, params))
         except (sqlite3.Error, ValueError) as exc:
             raise StoreUnavailable(f"sqlite read failed: {exc}") from exc
 
@@ -364,33 +374,8 @@ class SQLiteStore:
         return [event_from_row(r) for r in rows]
 
     async def find(self, query: OrderQuery) -> list[Order]:
-        where: list[str] = ["1 = 1"]
-        params: list[Any] = []
-        if query.statuses:
-            where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
-            params += [s.value for s in query.statuses]
-        for column, value in (
-            ("token_in", query.token_in),
-            ("token_out", query.token_out),
-            ("client_id", query.client_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.created_from is not None:
-            where.append("created_at >= ?")
-            params.append(query.created_from)
-        if query.created_to is not None:
-            where.append("created_at < ?")
-            params.append(query.created_to)
-        if query.before is not None:
-            where.append("(created_at, order_id) < (?, ?)")
-            params += list(query.before)
-        sql = (
-            f"SELECT {READ_SQL} FROM orders WHERE {' AND '.join(where)}"
-            " ORDER BY created_at DESC, order_id DESC LIMIT ?"
-        )
-        rows = await self._read(sql, (*params, query.limit))
+        sql, params = find_sql(query)
+        rows = await self._read(sql, params, scan=True)
         return [ROWS.order(r) for r in rows]
 
     async def last_seqs(self, order_ids: list[str]) -> dict[str, int]:
@@ -406,7 +391,7 @@ class SQLiteStore:
         return found
 
     async def count_by_status(self) -> dict[str, int]:
-        rows = await self._read("SELECT status, count(*) FROM orders GROUP BY status")
+        rows = await self._read("SELECT status, count(*) FROM orders GROUP BY status", scan=True)
         return {row[0]: row[1] for row in rows}
 
     async def unfinished(self) -> list[Order]:

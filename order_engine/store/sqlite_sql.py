@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from order_engine.orders import OrderEvent, Transition
+from order_engine.store.base import OrderQuery
 from order_engine.store.rows import (
     EVENT_COLUMNS,
     ORDER_COLUMNS,
@@ -64,3 +65,34 @@ def update_row(t: Transition, owner: str) -> tuple[Any, ...]:
         e.seq - 1,
         None if t.any_owner else owner,
     )
+
+
+def find_sql(query: OrderQuery) -> tuple[str, tuple[Any, ...]]:
+    """The history query for `query` and its parameters, newest first."""
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if query.statuses:
+        where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+        params += [s.value for s in query.statuses]
+    for column, value in (
+        ("token_in", query.token_in),
+        ("token_out", query.token_out),
+        ("client_id", query.client_id),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if query.created_from is not None:
+        where.append("created_at >= ?")
+        params.append(query.created_from)
+    if query.created_to is not None:
+        where.append("created_at < ?")
+        params.append(query.created_to)
+    if query.before is not None:
+        where.append("(created_at, order_id) < (?, ?)")
+        params += list(query.before)
+    sql = (
+        f"SELECT {READ_SQL} FROM orders WHERE {' AND '.join(where)}"
+        " ORDER BY created_at DESC, order_id DESC LIMIT ?"
+    )
+    return sql, (*params, query.limit)

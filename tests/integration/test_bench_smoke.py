@@ -101,3 +101,17 @@ def test_triggers_bench_smoke() -> None:
     assert "50 / 0" in done.stdout  # every crossed order confirmed
     assert "5 / 0" in done.stdout  # every sniper confirmed
     assert "max 0" in done.stdout or "max 1" in done.stdout  # snipers landed in time
+
+
+def test_reads_bench_smoke() -> None:
+    """`python -m bench.reads` with tiny counts: both rows are printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.reads", "--orders", "2000", "--scanners", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "quiet" in done.stdout and "4 history scanners" in done.stdout
