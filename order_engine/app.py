@@ -20,6 +20,7 @@ from order_engine.api.market import MarketStreams
 from order_engine.api.openapi import openapi_document
 from order_engine.api.order_parser import OrderParser
 from order_engine.api.ratelimit import TokenBuckets, rate_limit_middleware
+from order_engine.api.session import SessionEndpoint
 from order_engine.api.sim import sim_routes
 from order_engine.api.sockets import CLOSE_GOING_AWAY, Connections
 from order_engine.api.tokens import token_routes
@@ -158,6 +159,7 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
     services = build_services(settings, market=market)
     # Outermost first: every refusal (auth, limits) is answered as JSON.
     middlewares = [error_middleware, auth_middleware(ApiKeys(settings.auth.api_keys))]
+    buckets = None
     if settings.limits.requests_per_s > 0:
         buckets = TokenBuckets(settings.limits.requests_per_s, settings.limits.burst)
         middlewares.append(rate_limit_middleware(buckets, settings.limits.proxy_hops))
@@ -194,6 +196,18 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         max_message_bytes=settings.server.max_body_bytes,
         proxy_hops=settings.limits.proxy_hops,
     )
+    trading = SessionEndpoint(
+        store=services.store,
+        hub=services.hub,
+        engine=services.engine,
+        parser=parser,
+        submitter=submitter,
+        streams=streams,
+        connections=services.connections,
+        send_timeout=settings.websocket.send_timeout_s,
+        buckets=buckets,  # a session's every request counts as an HTTP request does
+        proxy_hops=settings.limits.proxy_hops,
+    )
     market_streams = MarketStreams(
         services.market_data, streams=streams, connections=services.connections
     )
@@ -215,6 +229,7 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         app.router.add_delete("/api/order/{order_id}", rest.cancel_order)
         app.router.add_get("/api/orders", rest.list_orders)
         app.router.add_get("/api/orders/stream", streams.firehose)
+        app.router.add_get("/api/session", trading.session)
         # After the static /api/orders/... paths, which must keep winning over an order id.
         app.router.add_get("/api/orders/{order_id}", rest.get_order)
         app.router.add_delete("/api/orders/{order_id}", rest.cancel_order)

@@ -10,12 +10,14 @@ ended: the status is printed), 2 no such order or another error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -253,6 +255,24 @@ class Client:
         order: dict[str, Any] = body["order"]
         return order
 
+    @contextlib.asynccontextmanager
+    async def session(
+        self, http: aiohttp.ClientSession, on_event: EventHandler
+    ) -> AsyncIterator[TradingSession]:
+        """A trading session: many orders on one WebSocket (see TradingSession)."""
+        url = self._base.replace("http", "ws", 1) + "/api/session"
+        try:
+            ws = await http.ws_connect(url, headers=self._headers, heartbeat=20.0)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise ClientError(f"refused ({exc.status}): cannot open a trading session") from None
+        except aiohttp.ClientError as exc:
+            raise ClientError(f"cannot reach {self._base}: {exc}") from None
+        trading = TradingSession(ws, on_event)
+        try:
+            yield trading
+        finally:
+            await trading.close()
+
     async def watch(
         self,
         session: aiohttp.ClientSession,
@@ -305,6 +325,125 @@ class Client:
             delay = min(delay * 2, 2.0)
 
 
+class SessionRefused(ClientError):
+    """A trading session's request refused: the server's `code`, and `retry_after` (seconds)
+    when asking again later may succeed (rate limited, queue full)."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"refused ({error.get('code', '')}): {error.get('message', '')}")
+        self.code = str(error.get("code", ""))
+        retry_after = error.get("retryAfter")
+        self.retry_after = float(retry_after) if isinstance(retry_after, int | float) else None
+
+
+class SessionClosed(ClientError):
+    """The trading session ended (the server closed it, or the connection dropped): what
+    was in flight may be asked again on a new one (watch with `after`; submit again with
+    the same idempotency key)."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+class TradingSession:
+    """One trading session (`GET /api/session`): submit, cancel and watch many orders on one
+    WebSocket. Each request is answered by its id; the events of every order submitted or
+    watched go to `on_event` in seq order, from seq 1 for a submitted order and after
+    `after` for a watched one, until its end. Open one with `Client.session`."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, on_event: EventHandler) -> None:
+        self._ws = ws
+        self._on_event = on_event
+        self._next_id = 0
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._closed: SessionClosed | None = None
+        self._reader = asyncio.create_task(self._read(), name="trading-session-read")
+
+    @property
+    def closed(self) -> SessionClosed | None:
+        """Why the session ended, once it has."""
+        return self._closed
+
+    async def submit(
+        self, order: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """As POST /api/order/execute answers: `{orderId, status, message, websocketUrl}`."""
+        fields: dict[str, Any] = {"order": order}
+        if idempotency_key is not None:
+            fields["idempotencyKey"] = idempotency_key
+        return await self._request("submit", fields)
+
+    async def cancel(self, order_id: str) -> dict[str, Any]:
+        """The order, cancelled. Raises NotCancellable or OrderNotFound as `Client.cancel`."""
+        return await self._request("cancel", {"orderId": order_id})
+
+    async def watch(self, order_id: str, after: int = 0) -> dict[str, Any]:
+        """Follow an order from after `after`: its events go to `on_event`."""
+        return await self._request("watch", {"orderId": order_id, "after": after})
+
+    async def close(self) -> None:
+        await self._ws.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def wait_closed(self) -> SessionClosed:
+        await asyncio.gather(self._reader, return_exceptions=True)
+        assert self._closed is not None
+        return self._closed
+
+    async def _request(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if self._closed is not None:
+            raise self._closed
+        self._next_id += 1
+        request_id = self._next_id
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = answer
+        try:
+            await self._ws.send_str(json.dumps({"id": request_id, "op": op, **fields}))
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            self._waiting.pop(request_id, None)
+            raise SessionClosed(f"the session dropped: {exc}", None) from None
+        reply = await answer
+        if "error" not in reply:
+            result: dict[str, Any] = reply["result"]
+            return result
+        error = reply["error"]
+        if error.get("code") == "order_not_found":
+            raise OrderNotFound(error.get("message", "no such order"))
+        if error.get("code") == "not_cancellable":
+            status = str(error.get("status", "unknown"))
+            raise NotCancellable(error.get("message", "not cancellable"), status)
+        raise SessionRefused(error)
+
+    async def _read(self) -> None:
+        last_word = ""
+        try:
+            async for msg in self._ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                if "event" in frame:
+                    self._on_event(frame["event"])
+                elif "id" in frame:
+                    answer = self._waiting.pop(frame["id"], None)
+                    if answer is not None and not answer.done():
+                        answer.set_result(frame)
+                elif "error" in frame:  # the server's last word before it closes
+                    last_word = f": {frame['error'].get('message', '')}"
+        except aiohttp.ClientError:
+            pass
+        finally:
+            code = self._ws.close_code
+            self._closed = SessionClosed(f"the session closed ({code}){last_word}", code)
+            for answer in self._waiting.values():
+                if not answer.done():
+                    answer.set_exception(self._closed)
+            self._waiting.clear()
+
+
 def _refusal(status: int, body: Any) -> str:
     error = body.get("error", {}) if isinstance(body, dict) else {}
     return f"refused ({status} {error.get('code', '')}): {error.get('message', body)}"
@@ -336,6 +475,184 @@ async def run(
         print(f"order-engine: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_BY_STATUS.get(progress.status or "", EXIT_ERROR)
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """One order of a batch: its idempotency key (a resubmit after a drop is a replay, never
+    a second order), its id once known, the last event seen and why it was refused, if so."""
+
+    key: str
+    order_id: str | None = None
+    last_seq: int = 0
+    status: str | None = None
+    refused: str | None = None
+
+
+class _Batch:
+    """`count` copies of one order over one trading session, each followed to its end; on a
+    dropped session, a new one watches each known order after its last seq and submits the
+    rest again under the same keys."""
+
+    def __init__(self, order: dict[str, Any], count: int, window: int) -> None:
+        run = uuid.uuid4().hex[:12]
+        self.order = order
+        self.orders = [_Tracked(f"cli-{run}-{k}") for k in range(count)]
+        self.window = window
+        self._by_id: dict[str, _Tracked] = {}
+        # Events that came before the submit's answer reached its coroutine.
+        self._early: dict[str, list[dict[str, Any]]] = {}
+        self._left = count
+        self.done = asyncio.Event()
+        self.last_end: float | None = None
+        self.progressed = False  # since the last session began: an event or an answer
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        tracked = self._by_id.get(event["orderId"])
+        if tracked is None:
+            self._early.setdefault(event["orderId"], []).append(event)
+            return
+        if event["seq"] <= tracked.last_seq:
+            return  # seen already (a replayed submit streams from seq 1)
+        self.progressed = True
+        tracked.last_seq, tracked.status = event["seq"], event["status"]
+        if tracked.status in TERMINAL:
+            self.last_end = time.monotonic()
+            self._ended()
+
+    def _ended(self) -> None:
+        self._left -= 1
+        if not self._left:
+            self.done.set()
+
+    def _took(self, tracked: _Tracked, order_id: str) -> None:
+        self.progressed = True
+        tracked.order_id = order_id
+        self._by_id[order_id] = tracked
+        for event in self._early.pop(order_id, []):
+            self.on_event(event)
+
+    async def drive(self, trading: TradingSession) -> None:
+        """Until every order ended or was refused; raises SessionClosed if the session
+        ends first."""
+        gate = asyncio.Semaphore(self.window)
+        work = [
+            self._resume(trading, t) if t.order_id else self._submit(trading, t, gate)
+            for t in self.orders
+            if t.status not in TERMINAL and t.refused is None
+        ]
+        tasks = [asyncio.create_task(w) for w in work]
+        ended = asyncio.create_task(self.done.wait())
+        closed = asyncio.create_task(trading.wait_closed())
+        try:
+            await asyncio.wait([ended, closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*tasks, ended, closed):
+                task.cancel()
+            await asyncio.gather(*tasks, ended, closed, return_exceptions=True)
+        if not self.done.is_set():
+            raise await trading.wait_closed()
+
+    async def _submit(
+        self, trading: TradingSession, tracked: _Tracked, gate: asyncio.Semaphore
+    ) -> None:
+        async with gate:
+            while True:
+                try:
+                    accepted = await trading.submit(self.order, tracked.key)
+                except SessionRefused as exc:
+                    if exc.retry_after is None:
+                        tracked.refused = str(exc)
+                        self._ended()
+                        return
+                    await asyncio.sleep(exc.retry_after)  # when the server said to ask again
+                    continue
+                self._took(tracked, accepted["orderId"])
+                return
+
+    async def _resume(self, trading: TradingSession, tracked: _Tracked) -> None:
+        assert tracked.order_id is not None
+        while True:
+            try:
+                await trading.watch(tracked.order_id, tracked.last_seq)
+                return
+            except SessionRefused as exc:
+                if exc.retry_after is None:
+                    raise
+                await asyncio.sleep(exc.retry_after)
+
+    def counts(self) -> Counter[str]:
+        """Orders by their last status (`refused`: never taken)."""
+        return Counter("refused" if t.refused else t.status or "unanswered" for t in self.orders)
+
+    def refusal(self) -> str | None:
+        return next((t.refused for t in self.orders if t.refused), None)
+
+
+async def run_many(
+    base_url: str,
+    api_key: str | None,
+    order: dict[str, Any],
+    count: int,
+    *,
+    window: int = 256,
+    reconnect_for: float = 60.0,
+) -> int:
+    """Submit `count` copies of `order` over one trading session, follow each to its end,
+    and print a summary. Exit status: 0 every order confirmed, 1 some failed, were cancelled
+    or expired, 2 some could not be submitted (or the session could not be kept)."""
+    client = Client(base_url, api_key)
+    batch = _Batch(order, count, window)
+    print(f"submitting {count} orders over one trading session", flush=True)
+    start = time.monotonic()
+    deadline = start + reconnect_for
+    delay = 0.1
+    try:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                batch.progressed = False
+                try:
+                    async with client.session(http, batch.on_event) as trading:
+                        await batch.drive(trading)
+                    break
+                except SessionClosed as exc:
+                    reason: ClientError = exc
+                except ClientError as exc:  # could not open one
+                    reason = exc
+                now = time.monotonic()
+                if batch.progressed:
+                    deadline = now + reconnect_for
+                if now > deadline:
+                    raise reason
+                await asyncio.sleep(delay)  # backing off before opening another session
+                delay = min(delay * 2, 2.0)
+    except ClientError as exc:
+        print(f"order-engine: {exc}", file=sys.stderr)
+        _print_summary(batch, start)
+        return EXIT_ERROR
+    _print_summary(batch, start)
+    counts = batch.counts()
+    if counts["refused"]:
+        print(f"order-engine: {batch.refusal()}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_CONFIRMED if counts["confirmed"] == count else EXIT_FAILED
+
+
+def _print_summary(batch: _Batch, start: float) -> None:
+    counts = batch.counts()
+    took = (batch.last_end or time.monotonic()) - start
+    ended = sum(counts[s] for s in TERMINAL)
+    rate = ended / took if took > 0 else 0.0
+    lines = [
+        f"completed  {counts['confirmed']} confirmed",
+        f"failed     {counts['failed']}",
+    ]
+    lines += [f"{s:<10} {counts[s]}" for s in ("cancelled", "expired", "refused") if counts[s]]
+    unfinished = len(batch.orders) - ended - counts["refused"]
+    if unfinished:
+        lines.append(f"unfinished {unfinished}")
+    lines.append(f"took       {took:.2f} s: {rate:.1f} orders/s")
+    print("\n".join(lines), flush=True)
 
 
 async def run_cancel(
