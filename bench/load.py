@@ -6,6 +6,9 @@ one JSON result on stdout. Modes:
 - `post`: closed loop, `concurrency` clients each POSTing an order, then the next.
 - `e2e`: closed loop, each client POSTs an order, watches it on a WebSocket until its
   terminal event, then starts the next; latency is POST -> terminal event received.
+- `session`: closed loop on ONE trading session (`GET /api/session`): `concurrency` orders
+  in flight, each submitted when the one before it in its slot ended; latency is submit ->
+  terminal event received.
 - `paced`: open loop, orders arrive at `rate` per second whatever the server does, and
   latency runs from each order's scheduled arrival (a late start counts against the server
   instead of being hidden by it: no coordinated omission).
@@ -44,6 +47,8 @@ ORDERS = (
     orjson.dumps({"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1.5, "slippageBps": 50}),
     orjson.dumps({"tokenIn": "USDC", "tokenOut": "SOL", "amount": 225, "slippageBps": 50}),
 )
+# The same orders as a trading session's `order` (JSON text, spliced into each request).
+SESSION_ORDERS = tuple(order.decode() for order in ORDERS)
 JSON_HEADERS = {"Content-Type": "application/json"}
 OP_TIMEOUT_S = 60.0
 TERMINAL = ("confirmed", "failed")
@@ -308,6 +313,72 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
         return result
 
 
+# -- one trading session ---------------------------------------------------------------------
+
+
+async def run_session(spec: Spec) -> dict[str, Any]:
+    """Closed loop on ONE trading session: `concurrency` orders in flight, each submitted
+    when the one before it in its slot ended; latency: submit sent -> terminal event read."""
+    t0 = time.perf_counter()
+    window = Window(t0 + spec.warmup, t0 + spec.warmup + spec.duration, spec.pids, spec.others)
+    accepted = set(TERMINAL) - (set() if spec.count_failed else {"failed"})
+    url = spec.urls[0].replace("http://", "ws://", 1) + "/api/session"
+    asked: dict[int, tuple[float, int]] = {}  # request id -> (sent at, slot)
+    flying: dict[str, tuple[float, int]] = {}  # order id -> (sent at, slot)
+    next_id = 0
+
+    async with _session() as http, http.ws_connect(url, max_msg_size=0) as ws:
+
+        async def submit(slot: int, k: int) -> None:
+            nonlocal next_id
+            next_id += 1
+            asked[next_id] = (time.perf_counter(), slot)
+            order = SESSION_ORDERS[k % 2]
+            await ws.send_str(f'{{"id":{next_id},"op":"submit","order":{order}}}')
+
+        async def read() -> None:
+            k = spec.concurrency
+            async for msg in ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                frame = orjson.loads(msg.data)
+                event = frame.get("event")
+                if event is None:
+                    start, slot = asked.pop(frame["id"])
+                    if "result" in frame:
+                        flying[frame["result"]["orderId"]] = (start, slot)
+                        continue
+                    if window.holds(time.perf_counter()):
+                        window.errors[frame["error"]["code"]] += 1
+                    await asyncio.sleep(0.01)  # a refused slot must not spin
+                elif event["status"] in TERMINAL:
+                    start, slot = flying.pop(event["orderId"])
+                    end = time.perf_counter()
+                    if window.holds(end):
+                        if event["status"] in accepted:
+                            window.latencies.append(end - start)
+                            window.statuses[event["status"]] += 1
+                        else:
+                            window.errors[event["status"]] += 1
+                else:
+                    continue
+                await submit(slot, k)
+                k += 1
+            raise OpError(f"ws_closed_{ws.close_code}")
+
+        for slot in range(spec.concurrency):
+            await submit(slot, slot)
+        reader = asyncio.create_task(read())
+        cpu = asyncio.create_task(window.read_cpu())
+        await asyncio.wait({reader, cpu}, return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            cpu.cancel()
+            raise reader.exception() or OpError("session_ended")
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        return window.result()
+
+
 # -- WebSocket fan-out and idle connections ------------------------------------------------
 
 
@@ -439,6 +510,7 @@ MODES: dict[str, Callable[[Spec], Coroutine[Any, Any, dict[str, Any]]]] = {
     "post": run_post,
     "e2e": run_e2e,
     "paced": run_paced,
+    "session": run_session,
     "fanout": run_fanout,
     "idle": run_idle,
 }

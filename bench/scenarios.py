@@ -141,8 +141,20 @@ async def _paced_row(ctx: Context, name: str, env: dict[str, str], rate: float, 
         return await _measure(ctx, spec, [e], row=name, label=label)
 
 
+async def _session_row(ctx: Context, name: str, env: dict[str, str], **row: Any) -> Row:
+    """The e2e row's orders and durability, all on one trading session: as many orders in
+    flight as the e2e row has clients."""
+    work = ctx.scratch(name)
+    async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+        spec = _throughput_spec(ctx, "session", [e], concurrency=ctx.plan.e2e_clients)
+        return await _measure(ctx, spec, [e], row=name, **row)
+
+
 async def e2e(ctx: Context) -> list[Row]:
     full = await _e2e_row(ctx, "e2e", SYNC_FULL, label="e2e: POST -> confirmed (WS), FULL")
+    session = await _session_row(
+        ctx, "e2e_session", SYNC_FULL, label="e2e: one trading session, FULL"
+    )
     normal = await _e2e_row(ctx, "e2e_normal", SYNC_NORMAL, label="e2e, SQLite NORMAL")
     # Open loop at half of this run's closed-loop maximum with the default FULL durability;
     # NORMAL at the same rate shows how much of the tail is the fsync of each commit.
@@ -151,7 +163,7 @@ async def e2e(ctx: Context) -> list[Row]:
     half_normal = await _paced_row(
         ctx, "e2e_half_normal", SYNC_NORMAL, rate, "e2e paced at max/2, NORMAL"
     )
-    return [full, normal, half, half_normal]
+    return [full, session, normal, half, half_normal]
 
 
 # -- 4. realistic -----------------------------------------------------------------------------
@@ -372,7 +384,7 @@ SCENARIOS: dict[str, Scenario] = {
 ROWS: dict[str, tuple[str, ...]] = {
     "floor": ("floor",),
     "accept": ("accept",),
-    "e2e": ("e2e", "e2e_normal", "e2e_half", "e2e_half_normal"),
+    "e2e": ("e2e", "e2e_session", "e2e_normal", "e2e_half", "e2e_half_normal"),
     "realistic": ("realistic", "realistic_rpc", "realistic_half"),
     "follow": ("follow", "follow_off"),
     "fanout": ("fanout",),
