@@ -186,6 +186,7 @@ def serve(settings: Settings) -> int:
     configure_logs(settings.server.log_level, settings.server.log_format)
     install_uvloop()
     from order_engine.app import build_app  # after the loop policy is chosen
+    from order_engine.store import StoreUnavailable
     from order_engine.store.sqlite_lock import DatabaseInUse
 
     host, port = settings.server.host, settings.server.port
@@ -222,6 +223,10 @@ def serve(settings: Settings) -> int:
         )
     except DatabaseInUse as exc:
         print(f"order-engine: {exc}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        # One line that names the file or server and the cause, not a traceback.
+        print(f"order-engine: cannot start: {exc}", file=sys.stderr)
         return 1
     finally:
         for sock in sockets:  # a start-up that failed never handed them to a server to close

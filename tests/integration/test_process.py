@@ -76,3 +76,15 @@ async def test_bad_configuration_fails_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == ["order-engine: configuration error: engine.workers: 'many' is not a valid int"]
+
+
+async def test_a_database_that_cannot_be_opened_is_one_line_naming_it(tmp_path: Path) -> None:
+    database = tmp_path / "orders.db"
+    database.write_bytes(b"this is not a SQLite database" * 100)
+    env = {"PORT": str(free_port()), "ORDER_ENGINE_STORE_URL": f"sqlite:///{database}"}
+    done = await run([sys.executable, "-m", "order_engine"], timeout=30, env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"order-engine: cannot start: cannot open the SQLite database {database}:"
+        " file is not a database"
+    ]
