@@ -235,7 +235,8 @@ def serve(settings: Settings) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
-    from order_engine.client import order_request, parse_time, run, run_cancel, run_many
+    from order_engine.client import order_request, parse_time
+    from order_engine.client_commands import run, run_cancel, run_many
 
     order = None
     if args.command == "submit":

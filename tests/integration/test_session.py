@@ -29,8 +29,8 @@ from order_engine.api.auth import new_key
 from order_engine.api.ws import CLOSE_POLICY
 from order_engine.app import build_app
 from order_engine.client import Client as OrderClient
-from order_engine.client import NotCancellable, SessionRefused
-from order_engine.client import OrderNotFound as ClientOrderNotFound
+from order_engine.client_errors import NotCancellable, SessionRefused
+from order_engine.client_errors import OrderNotFound as ClientOrderNotFound
 from order_engine.config import Settings
 from order_engine.venues import SimulatedMarket
 from tests.integration.test_recovery import running
