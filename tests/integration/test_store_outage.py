@@ -4,9 +4,9 @@ restart."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -128,6 +128,19 @@ async def test_orders_execute_while_redis_is_down(
         await redis.stop()
 
 
+_T = TypeVar("_T")
+
+
+async def once_back(call: Callable[[], Awaitable[_T]]) -> _T:
+    """`call`'s result, tried again while it meets the outage's broken connections."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                return await call()
+            except StoreError:
+                await asyncio.sleep(0.05)  # the caller's retry delay
+
+
 async def test_an_unreachable_database_is_an_outage_not_a_conflict(proxy: TcpProxy) -> None:
     """What callers tell apart: an outage (retry the same write later) from a refused write
     (re-read the order). A cut connection must be the first, never the second."""
@@ -145,8 +158,10 @@ async def test_an_unreachable_database_is_an_outage_not_a_conflict(proxy: TcpPro
         assert not isinstance(write.value, StoreConflict)
         assert not isinstance(read.value, StoreConflict)
         proxy.restore()
-        await store.append(routing)  # the same write, once the database is back
-        stored = await store.get(order.order_id)
+        # The same write, once the database is back. A pooled connection the cut broke may
+        # fail a call once more (as an outage, never a conflict): the caller tries again.
+        await once_back(lambda: store.append(routing))
+        stored = await once_back(lambda: store.get(order.order_id))
         assert stored is not None and stored.last_seq == 2
     finally:
         await store.close()
