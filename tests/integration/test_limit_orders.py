@@ -131,16 +131,19 @@ async def test_a_limit_the_market_already_pays_fires_and_fills_at_or_above_it(ar
 
 async def test_a_limit_above_the_market_stays_open_until_it_expires(armed: Rig) -> None:
     price = armed.best_price() * Decimal("1.05")
+    # Armed long enough to be counted however slow the machine; the other expires soon
+    # (perhaps before it is armed, under load: then it expires at once, still from open).
+    lasting = await armed.engine.submit(order_request(**limit(price, expires_in=60)))
     order = await armed.engine.submit(order_request(**limit(price, expires_in=0.5)))
-    assert await reach(armed.store, armed.hub, order.order_id, {Status.OPEN}) is Status.OPEN
-    assert armed.engine.open_orders() == {"limit": 1, "sniper": 0}
+    assert await reach(armed.store, armed.hub, lasting.order_id, {Status.OPEN}) is Status.OPEN
+    assert armed.engine.open_orders()["limit"] in (1, 2)
     assert await reach(armed.store, armed.hub, order.order_id, TERMINAL) is Status.EXPIRED
     assert await history(armed.store, order.order_id) == [
         Status.PENDING,
         Status.OPEN,
         Status.EXPIRED,
     ]
-    assert armed.engine.open_orders() == {"limit": 0, "sniper": 0}
+    assert armed.engine.open_orders() == {"limit": 1, "sniper": 0}  # the lasting one
 
 
 async def test_cancel_an_open_order_and_refuse_a_finished_one(armed: Rig) -> None:
@@ -223,8 +226,8 @@ async def test_cancel_and_expiry_at_once_exactly_one_wins(armed: Rig) -> None:
         await armed.engine.submit(order_request(**limit(price, expires_in=expires_in)))
         for _ in range(30)
     ]
-    for order in orders:
-        await reach(armed.store, armed.hub, order.order_id, {Status.OPEN})
+    for order in orders:  # under load one may have expired already
+        await reach(armed.store, armed.hub, order.order_id, {Status.OPEN, Status.EXPIRED})
     assert orders[0].expires_at is not None
     await asyncio.sleep(
         max(0.0, orders[0].expires_at - time.time())
