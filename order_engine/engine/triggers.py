@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import logging
 import math
 import time
 from bisect import bisect_right, insort
@@ -40,8 +39,6 @@ from order_engine.venues.venue import SimulatedVenue
 
 from .run import OrderRun
 from .supervision import Supervisor
-
-log = logging.getLogger("order_engine.engine")
 
 EXPIRY = "expiry"  # the supervisor's group of the expiry clock
 # Float rounding of the bound must never hide an order that the exact check would fire.
