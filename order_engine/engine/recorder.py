@@ -98,7 +98,14 @@ class Recorder:
             self._measure(order, event)
         if status in TERMINAL:
             self._on_finished(order.order_id)
-        log.info("[%s] %s", order.order_id, status.value)
+        # One line per order at INFO (how it ended); its stages only at DEBUG: a line per
+        # stage cost several percent of the event loop's time per order.
+        log.log(
+            logging.INFO if status in TERMINAL else logging.DEBUG,
+            "[%s] %s",
+            order.order_id,
+            status.value,
+        )
         await self._hub.publish(event)
 
     async def publish(self, events: list[OrderEvent]) -> None:

@@ -77,10 +77,14 @@ def report_route(run: OrderRun, route: Route, metrics: Metrics | None) -> None:
         if len(route.quotes) > 1:
             spread = gain_bps(route.quotes[0].amount_out, route.quotes[1].amount_out)
             metrics.quote_spread_bps.observe(spread)
+    # The building event carries the same: the line is for debugging, and is not even
+    # formatted otherwise (every order pays for it).
+    if not log.isEnabledFor(logging.DEBUG):
+        return
     out = run.token_out
     quotes = ", ".join(f"{q.venue} {out.format(q.amount_out)}" for q in route.quotes)
     skipped = "".join(f", {name} skipped ({code})" for name, code in route.skipped)
-    log.info(
+    log.debug(
         "[%s] routing %s %s -> %s: %s%s => %s (%s)",
         run.order_id,
         run.token_in.format(run.order.amount),

@@ -80,7 +80,11 @@ async def test_watch_reconnects_across_a_server_restart(tmp_path: Path) -> None:
 
 async def test_json_logs_carry_one_object_per_line_with_the_order_id(tmp_path: Path) -> None:
     port = free_port()
-    env = {"ORDER_ENGINE_VENUES_PROFILE": "instant", "ORDER_ENGINE_SERVER_LOG_FORMAT": "json"}
+    env = {
+        "ORDER_ENGINE_VENUES_PROFILE": "instant",
+        "ORDER_ENGINE_SERVER_LOG_FORMAT": "json",
+        "ORDER_ENGINE_SERVER_LOG_LEVEL": "DEBUG",  # an order's stages are logged at DEBUG
+    }
     async with engine_process(tmp_path, port, **env) as engine:
         code, out, _ = await cli("submit", "SOL", "USDC", "1", url=engine.url)
         assert code == 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from aiohttp import WSCloseCode, WSMsgType
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
@@ -187,3 +189,14 @@ async def test_health(client: TestClient[Any, Application]) -> None:
     assert await resp.json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status == 200
+
+
+async def test_an_order_is_one_line_in_the_log_at_info(
+    client: TestClient[Any, Application], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its stages are logged at DEBUG; at INFO, one line says how it ended."""
+    caplog.set_level(logging.INFO, logger="order_engine")
+    order_id = await post_order(client)
+    await watch(client, order_id)
+    lines = [r.getMessage() for r in caplog.records if order_id in r.getMessage()]
+    assert lines == [f"[{order_id}] confirmed"]
