@@ -53,7 +53,8 @@ class EngineSettings:
     # is looked for again until its blockhash expires, and only then retried with fresh
     # quotes, while attempts remain.
     confirm_timeout_ms: float = 60_000.0
-    # Confirmations are awaited off the workers (pipelined); this caps how many at once.
+    # Transactions in flight at once: a slot is taken before the build and given back when
+    # the chain's verdict is in (confirmations are awaited off the workers, pipelined).
     max_in_flight: int = 5_000
     # all: takes and executes orders; api: takes orders and streams them, executes none;
     # worker: executes orders that api replicas took, serves no public API.
