@@ -9,6 +9,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -16,6 +17,7 @@ from aiohttp.web import Application
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from order_engine.app import SERVICES, build_app
 from order_engine.market import LocalFeedSource, MarketData, StreamedVenue, follow
 from order_engine.market.follow import FeedBroken, FeedSubscriptionLike
 from order_engine.venues import SimulatedMarket
@@ -25,6 +27,7 @@ from order_engine.venues.profiles import PROFILES
 from order_engine.venues.tokens import REGISTRY, Token
 from order_engine.venues.venue import SimulatedVenue
 from tests.support.clients import post_order, services, watch
+from tests.support.factories import make_settings
 
 PAIRS = [("SOL", "USDC"), ("USDC", "SOL"), ("USDT", "USDC"), ("BONK", "SOL"), ("JUP", "RAY")]
 VENUES = ("Raydium", "Meteora")
@@ -186,6 +189,49 @@ async def test_a_cut_stream_falls_back_to_the_venues_and_resumes_without_a_gap(
         )
     finally:
         following.cancel()
+
+
+async def test_while_the_stream_is_down_orders_are_routed_by_venue_calls_and_say_so(
+    aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> None:
+    """The whole server, its engine following the in-process chain through a link that is
+    cut: orders routed meanwhile say so in their routing event, their quotes and the
+    metrics, and quote from the stream again once it is back."""
+    app = build_app(make_settings(tmp_path), market=market)
+    link = Link(market.feed)
+    app[SERVICES].feed = link  # followed through the link from start-up on
+    client: TestClient[Any, Application] = await aiohttp_client(app)
+    data = services(client).market_data
+    assert data is not None
+
+    async def routed() -> tuple[str, set[str]]:
+        events = await watch(client, await post_order(client))
+        assert events[-1]["status"] == "confirmed"
+        routing, building = events[1], events[2]
+        return routing["data"]["quoteSource"], {q["source"] for q in building["data"]["quotes"]}
+
+    async def metrics() -> dict[str, str]:
+        text = await (await client.get("/metrics")).text()
+        return dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
+
+    async with asyncio.timeout(5):
+        await data.reached(market.feed.last_seq)
+    assert await routed() == ("stream", {"stream"})
+
+    link.cut()
+    async with asyncio.timeout(5):
+        await link.refused.wait()  # the follower saw the break and finds the link down
+    assert await routed() == ("rpc", {"rpc"})
+    after_cut = await metrics()
+    assert after_cut["order_engine_market_data_staleness_slots"] == "+Inf"
+    for venue in VENUES:
+        assert float(after_cut[f'order_engine_quotes_total{{source="rpc",venue="{venue}"}}']) >= 1
+
+    link.restore()
+    async with asyncio.timeout(5):
+        await data.reached(market.feed.last_seq)
+    assert await routed() == ("stream", {"stream"})
+    assert data.resyncs == 0  # resumed after its last message, not from a fresh snapshot
 
 
 async def test_a_silent_stream_is_stale_and_not_quoted_from(market: SimulatedMarket) -> None:
