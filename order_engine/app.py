@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from order_engine.api.auth import ApiKeys, auth_middleware
+from order_engine.api.auth import ApiKeys
 from order_engine.api.dashboard import dashboard_routes
+from order_engine.api.edge import Edge
 from order_engine.api.http import OrderSubmitter, RestHandlers, error_middleware
 from order_engine.api.market import MarketStreams
 from order_engine.api.openapi import openapi_document
 from order_engine.api.order_parser import OrderParser
-from order_engine.api.ratelimit import TokenBuckets, rate_limit_middleware
+from order_engine.api.ratelimit import Limiter, MemoryLimiter, TokenBuckets
 from order_engine.api.session import SessionEndpoint
 from order_engine.api.sim import sim_routes
 from order_engine.api.sockets import CLOSE_GOING_AWAY, Connections
@@ -145,6 +146,27 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
     return Services(settings, store, hub, market, engine, connections, metrics, market_data, feed)
 
 
+def build_limiter(settings: Settings, metrics: Metrics) -> Limiter | None:
+    """The hub's Redis holds the buckets when there is one (every replica shares them);
+    otherwise, or while it fails, this process's memory does."""
+    limits = settings.limits
+    if limits.requests_per_s <= 0:
+        return None
+    local = MemoryLimiter(TokenBuckets(limits.requests_per_s, limits.burst))
+    if not settings.hub.redis_url:
+        return local
+    from order_engine.api.ratelimit_redis import RedisLimiter
+
+    return RedisLimiter(
+        settings.hub.redis_url,
+        limits.requests_per_s,
+        limits.burst,
+        prefix=limits.redis_prefix,
+        fallback=local,
+        on_fallback=metrics.rate_limit_fallbacks.inc,
+    )
+
+
 def feed_source(market: Market) -> FeedSource | None:
     """Where this process follows the pools from: the chain in this process, or the chain
     service's account stream."""
@@ -157,13 +179,13 @@ def feed_source(market: Market) -> FeedSource | None:
 
 def build_app(settings: Settings, *, market: Market | None = None) -> web.Application:
     services = build_services(settings, market=market)
-    # Outermost first: every refusal (auth, limits) is answered as JSON.
-    middlewares = [error_middleware, auth_middleware(ApiKeys(settings.auth.api_keys))]
-    buckets = None
-    if settings.limits.requests_per_s > 0:
-        buckets = TokenBuckets(settings.limits.requests_per_s, settings.limits.burst)
-        middlewares.append(rate_limit_middleware(buckets, settings.limits.proxy_hops))
+    limiter = build_limiter(settings, services.metrics)
+    edge = Edge(ApiKeys(settings.auth.api_keys), limiter, settings.limits.proxy_hops)
+    # Outermost first: every refusal (limits, auth) is answered as JSON.
+    middlewares = [error_middleware, edge.middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.server.max_body_bytes)
+    if limiter is not None:
+        app.on_cleanup.append(lambda _: limiter.close())
     app[SERVICES] = services
     parser = OrderParser(
         REGISTRY,
@@ -205,7 +227,7 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         streams=streams,
         connections=services.connections,
         send_timeout=settings.websocket.send_timeout_s,
-        buckets=buckets,  # a session's every request counts as an HTTP request does
+        limiter=limiter,  # a session's every request counts as an HTTP request does
         proxy_hops=settings.limits.proxy_hops,
     )
     market_streams = MarketStreams(
@@ -221,8 +243,9 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     if settings.engine.role != "worker":  # a worker executes; it serves no public API
-        app.router.add_post("/api/order/execute", rest.execute)
-        app.router.add_post("/api/orders/execute", rest.execute)
+        # Expect: 100-continue is answered before middlewares run: the edge answers it.
+        app.router.add_post("/api/order/execute", rest.execute, expect_handler=edge.expect)
+        app.router.add_post("/api/orders/execute", rest.execute, expect_handler=edge.expect)
         app.router.add_get("/api/orders/execute", streams.execute)
         app.router.add_get("/api/order/status", streams.status)
         app.router.add_get("/api/order/{order_id}", rest.get_order)
@@ -242,7 +265,8 @@ def build_app(settings: Settings, *, market: Market | None = None) -> web.Applic
         if settings.sim.controls:  # demos and tests only: whoever reaches them moves the market
             body_timeout_s = settings.server.body_timeout_s
             controls, data = services.market.controls, services.market_data
-            app.add_routes(sim_routes(controls, data, body_timeout_s=body_timeout_s))
+            for d in sim_routes(controls, data, body_timeout_s=body_timeout_s):
+                app.router.add_route(d.method, d.path, d.handler, expect_handler=edge.expect)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", rest.healthz)
     app.router.add_get("/readyz", rest.readyz)

@@ -78,10 +78,11 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class LimitSettings:
-    # Token bucket per client (API key, or address when authentication is off), per
-    # replica. 0 = unlimited.
+    # Token bucket per client (API key, or address for requests without a valid key),
+    # shared by the replicas through Redis when the hub is Redis. 0 = unlimited.
     requests_per_s: float = 0.0
     burst: int = 100
+    redis_prefix: str = "order_engine:limits:"  # the buckets' keys in Redis start with this
     websockets_per_client: int = 0  # open WebSockets at once; 0 = unlimited
     # Behind a load balancer every client has its address: take it from X-Forwarded-For
     # (only when the balancer sets it, or clients could forge it). Proxies append to the

@@ -104,6 +104,11 @@ class Metrics:
         self.websockets = Gauge(
             "order_engine_websocket_connections", "Open WebSocket connections", registry=r
         )
+        self.rate_limit_fallbacks = Counter(
+            "order_engine_rate_limit_local_fallbacks",
+            "Requests limited by this replica's own buckets because Redis failed",
+            registry=r,
+        )
 
     def watch(
         self,

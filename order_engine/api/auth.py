@@ -7,7 +7,6 @@ import secrets
 from collections.abc import Sequence
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
 
 from order_engine.api.errors import ApiError
 
@@ -16,6 +15,11 @@ CLIENT = web.RequestKey("client", str)  # the API key's name, set when authentic
 # dashboard's page and assets hold no data (the page asks for a key to fetch any).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
 PUBLIC_PREFIX = "/static/"
+# A WebSocket client offers both subprotocols: the server answers the first, which says
+# nothing secret, so the key is never echoed back; a browser refuses a handshake whose answer
+# names no protocol it offered.
+SUBPROTOCOL = "order-engine"
+KEY_SUBPROTOCOL_PREFIX = "key."
 
 
 def is_public(path: str) -> bool:
@@ -48,22 +52,26 @@ class ApiKeys:
         return self._names.get(digest(key))
 
 
-def auth_middleware(keys: ApiKeys) -> Middleware:
-    @web.middleware
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if keys.enabled and not is_public(request.path):
-            key = request.headers.get("x-api-key")
-            if key is None and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
-                key = request.query.get("apiKey")  # browsers cannot set WebSocket headers
-            client = keys.client(key) if key else None
-            if client is None:
-                raise ApiError(
-                    401,
-                    "unauthorized",
-                    "a valid API key is required (header x-api-key)",
-                    headers={"WWW-Authenticate": 'ApiKey header="x-api-key"'},
-                )
-            request[CLIENT] = client
-        return await handler(request)
+def presented_key(request: web.Request) -> str | None:
+    """The key the request carries: header x-api-key; on a WebSocket upgrade (browsers cannot
+    set its headers) else a `key.<key>` subprotocol, else the discouraged `?apiKey=`, which
+    proxies' access logs record with the URL."""
+    key = request.headers.get("x-api-key")
+    if key is not None or request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
+        return key
+    for offered in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ()):
+        for protocol in offered.split(","):
+            protocol = protocol.strip()
+            if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
+                return protocol[len(KEY_SUBPROTOCOL_PREFIX) :]
+    return request.query.get("apiKey")
 
-    return authenticate
+
+def unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "unauthorized",
+        "a valid API key is required (header x-api-key; on a WebSocket, subprotocol "
+        f"'{KEY_SUBPROTOCOL_PREFIX}<key>' beside '{SUBPROTOCOL}')",
+        headers={"WWW-Authenticate": 'ApiKey header="x-api-key"'},
+    )

@@ -1,4 +1,5 @@
-"""Rate limits per client: a token bucket for requests, a cap on open WebSockets."""
+"""Rate limits per client: token buckets behind a small Protocol (kept here in memory for one
+process; `ratelimit_redis` shares them between replicas), and the key a client is counted by."""
 
 from __future__ import annotations
 
@@ -7,20 +8,38 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError
 
+# Load balancers and orchestrators probe these; they are never limited.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class Limiter(Protocol):
+    async def take(self, client: str, *, gate: str | None = None) -> float:
+        """0 if `client` may make a request now (one of its tokens is spent), else seconds
+        until it may. With `gate`: refused too while the bucket `gate` is empty, which is
+        only looked at, not spent."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 def client_key(request: web.Request, proxy_hops: int) -> str:
-    """The API key's name, else the client's address: with `proxy_hops` trusted proxies in
-    front, the X-Forwarded-For entry the outermost of them appended (0: the peer's)."""
+    """The API key's name, else the client's address (`address_key`)."""
     client = request.get(CLIENT)
     if client is not None:
         return f"key:{client}"
+    return address_key(request, proxy_hops)
+
+
+def address_key(request: web.Request, proxy_hops: int) -> str:
+    """The client's address: with `proxy_hops` trusted proxies in front, the X-Forwarded-For
+    entry the outermost of them appended (0: the peer's)."""
     if proxy_hops > 0:
         # Proxies append to what the client sent, so only the last `proxy_hops` entries
         # are theirs; anything to the left is the client's to forge.
@@ -90,22 +109,40 @@ class TokenBuckets:
                 self._bytes -= self._cost(idle)
         return wait
 
+    def shut_for(self, client: str) -> float:
+        """Seconds until `client` has a token (0: it has one now); nothing is spent."""
+        known = self._buckets.get(client)
+        if known is None:
+            return 0.0
+        tokens, at = known
+        tokens = min(self._burst, tokens + (self._clock() - at) * self._rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
+
     def _cost(self, client: str) -> int:
         return len(client) + self.ENTRY_BYTES
 
 
-def rate_limit_middleware(buckets: TokenBuckets, proxy_hops: int) -> Middleware:
-    @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in ("/healthz", "/readyz"):
-            wait = buckets.take(client_key(request, proxy_hops))
-            if wait > 0:
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    "too many requests; slow down",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
-        return await handler(request)
+class MemoryLimiter:
+    """This process's own buckets: the limiter of a single replica (no Redis)."""
 
-    return limit
+    def __init__(self, buckets: TokenBuckets) -> None:
+        self.buckets = buckets
+
+    async def take(self, client: str, *, gate: str | None = None) -> float:
+        if gate is not None:
+            shut = self.buckets.shut_for(gate)
+            if shut > 0:
+                return max(shut, self.buckets.shut_for(client))
+        return self.buckets.take(client)
+
+    async def close(self) -> None:
+        return None
+
+
+def rate_limited(wait: float) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        "too many requests; slow down",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )

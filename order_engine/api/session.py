@@ -37,7 +37,7 @@ from order_engine.api.http import (
     store_refusal,
 )
 from order_engine.api.order_parser import OrderParser
-from order_engine.api.ratelimit import TokenBuckets, client_key
+from order_engine.api.ratelimit import Limiter, client_key
 from order_engine.api.session_follow import Following, follow_order, watched_history
 from order_engine.api.session_frames import (
     Request,
@@ -83,7 +83,7 @@ class SessionEndpoint:
         streams: OrderStreams,
         connections: Connections,
         send_timeout: float,
-        buckets: TokenBuckets | None = None,
+        limiter: Limiter | None = None,
         proxy_hops: int = 0,
         registry: TokenRegistry = REGISTRY,
     ) -> None:
@@ -93,7 +93,7 @@ class SessionEndpoint:
         self.parser = parser
         self.submitter = submitter
         self.send_timeout = send_timeout
-        self.buckets = buckets
+        self.limiter = limiter
         self.proxy_hops = proxy_hops
         self.registry = registry
         self._streams = streams
@@ -195,7 +195,7 @@ class _Session:
             except RequestError as exc:
                 id_json, refusal = exc.id_json, exc.error
             # Every request counts against the client's bucket, as an HTTP request does.
-            wait = self._e.buckets.take(self._bucket) if self._e.buckets is not None else 0.0
+            wait = await self._e.limiter.take(self._bucket) if self._e.limiter is not None else 0.0
             if wait > 0:
                 refusal = rate_limited(wait)
             await self._pending.acquire()

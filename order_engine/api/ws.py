@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from order_engine.api.auth import CLIENT
+from order_engine.api.auth import CLIENT, SUBPROTOCOL
 from order_engine.api.errors import ApiError
 from order_engine.api.history import parse_history_query
 from order_engine.api.http import OrderSubmitter, accepted_json, store_refusal
@@ -243,7 +243,10 @@ class OrderStreams:
         client = client_key(request, self._proxy_hops)
         self._connections.admit(client)
         ws = web.WebSocketResponse(
-            heartbeat=self._heartbeat, max_msg_size=self._max_message, autoping=True
+            heartbeat=self._heartbeat,
+            max_msg_size=self._max_message,
+            autoping=True,
+            protocols=(SUBPROTOCOL,),  # never the key's: the answer names what it picked
         )
         try:
             if not ws.can_prepare(request).ok:
