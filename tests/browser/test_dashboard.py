@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
 
+from order_engine.api.auth import new_key
 from tests.support.processes import engine_process, free_port
 from tests.support.services import REQUIRE_SERVICES
 
@@ -418,3 +419,33 @@ async def test_a_fired_limit_order_shows_its_trigger_and_why_it_was_armed_again(
         # Its wait for the price is no stage latency; the routing the trigger began is none.
         await expect(page.locator('#latency tr[data-stage="routing"] td').last).to_have_text("0")
         assert errors == []
+
+
+async def test_with_a_key_the_streams_carry_it_as_a_subprotocol_never_in_a_url(
+    tmp_path: Path,
+) -> None:
+    key, entry = new_key("alice")
+    port = free_port()
+    async with (
+        engine_process(tmp_path, port, ORDER_ENGINE_AUTH_API_KEYS=entry, **INSTANT) as engine,
+        aiohttp.ClientSession(headers={"x-api-key": key}) as http,
+        browser() as chromium,
+    ):
+        page = await chromium.new_page(viewport={"width": 1280, "height": 800})
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        response = await page.goto(f"{engine.url}/")
+        assert response is not None
+        assert response.status == 200
+        await page.fill("#api-key", key)
+        await page.locator("#key-form").get_by_role("button", name="Save").click()
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+        await expect(page.locator("#market-conn")).to_have_attribute("data-state", "open")
+        order_id = await post_order(http, engine.url, tokenIn="SOL", tokenOut="USDC", amount="1")
+        await expect(row(page, order_id)).to_have_attribute("data-status", "confirmed")
+        # An order from the form is followed on its own stream, /api/order/status.
+        await page.fill("#amount", "2")
+        await page.get_by_role("button", name="Swap", exact=True).click()
+        await expect(page.locator("#order-detail")).to_have_attribute("data-status", "confirmed")
+        assert any("/api/order/status" in url for url in sockets)
+        assert sockets and not [url for url in sockets if key in url or "apiKey" in url]

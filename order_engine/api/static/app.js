@@ -146,7 +146,9 @@ function quantile(values, q) {
 }
 
 // ---------------------------------------------------------------------------------------
-// API access (the optional key: x-api-key header, apiKey query parameter on WebSockets)
+// API access (the optional key: x-api-key header; on WebSockets, which take no headers from
+// a browser, the subprotocol "key.<key>" beside "order-engine": never in a URL, which
+// proxies log)
 
 function apiKey() {
   try {
@@ -173,9 +175,19 @@ function wsUrl(path, params = {}) {
   const url = new URL(path, location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
-  const key = apiKey();
-  if (key) url.searchParams.set("apiKey", key);
   return url.toString();
+}
+
+// The characters a subprotocol may hold (an HTTP token); the engine's keys are made of them.
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+function openSocket(path, params = {}) {
+  const key = apiKey();
+  let protocols = [];
+  // The server answers "order-engine", never the key's protocol.
+  if (TOKEN.test(key)) protocols = ["order-engine", `key.${key}`];
+  else if (key) showNotice("This API key has characters a WebSocket cannot carry.");
+  return new WebSocket(wsUrl(path, params), protocols);
 }
 
 let noticeTimer = null;
@@ -484,7 +496,7 @@ function connectFirehose() {
     firehose.ws.close();
   }
   setConn("connecting", firehose.attempt ? "reconnecting…" : "connecting…");
-  const ws = new WebSocket(wsUrl("/api/orders/stream"));
+  const ws = openSocket("/api/orders/stream");
   firehose.ws = ws;
   ws.onopen = () => {
     firehose.attempt = 0;
@@ -552,7 +564,7 @@ function connectMarket() {
   }
   setMarketConn("connecting", "connecting…", "live prices: connecting");
   market.refusal = null;
-  const ws = new WebSocket(wsUrl("/api/market/stream"));
+  const ws = openSocket("/api/market/stream");
   market.ws = ws;
   ws.onmessage = (msg) => {
     let data;
@@ -625,7 +637,7 @@ function addLivePrices(pairs) {
 function watchOrder(id, tries = 0) {
   const rec = record(id);
   const after = Math.max(0, ...rec.events.keys());
-  const ws = new WebSocket(wsUrl("/api/order/status", { orderId: id, after: String(after) }));
+  const ws = openSocket("/api/order/status", { orderId: id, after: String(after) });
   state.watching.set(id, ws);
   ws.onmessage = (msg) => {
     let data;
