@@ -61,6 +61,14 @@ _PATHS: dict[str, Any] = {
 }
 
 
+_KEY_NOTE = (
+    "When authentication is on. A browser's WebSocket, which cannot set headers, offers the "
+    "subprotocols `order-engine` and `key.<key>`; the server answers `order-engine`. The "
+    "`apiKey` query parameter still works on WebSockets but is discouraged: proxies log URLs. "
+    "Requests without a valid key are rate limited by address, those with one by key."
+)
+
+
 @cache
 def _document() -> dict[str, Any]:
     return {
@@ -74,11 +82,18 @@ def _document() -> dict[str, Any]:
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": _PATHS,
         # Authentication is optional (config [auth]): with it on, every path but the health
-        # checks needs the key; WebSockets may pass it as the `apiKey` query parameter.
+        # checks needs the key.
         "security": [{"ApiKey": []}, {}],
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+            "securitySchemes": {
+                "ApiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": _KEY_NOTE,
+                }
+            },
         },
     }
 
