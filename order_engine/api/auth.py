@@ -59,11 +59,19 @@ def presented_key(request: web.Request) -> str | None:
     key = request.headers.get("x-api-key")
     if key is not None or request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
         return key
-    for offered in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ()):
-        for protocol in offered.split(","):
-            protocol = protocol.strip()
-            if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
-                return protocol[len(KEY_SUBPROTOCOL_PREFIX) :]
+    # The first header only, as aiohttp's handshake reads it.
+    offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]
+    for protocol in offered:
+        if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
+            if SUBPROTOCOL not in offered:
+                # aiohttp would log the offer (the key) as not overlapping, and a browser
+                # would drop a handshake that answers none of its protocols.
+                raise ApiError(
+                    400,
+                    "subprotocol_required",
+                    f"offer the subprotocol '{SUBPROTOCOL}' beside the key's",
+                )
+            return protocol[len(KEY_SUBPROTOCOL_PREFIX) :]
     return request.query.get("apiKey")
 
 

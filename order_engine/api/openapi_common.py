@@ -70,7 +70,8 @@ def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str
 def error_responses(*codes: int) -> dict[str, Any]:
     text = {
         400: "invalid input (field-level code; `invalid_text`: NUL or text that is not UTF-8); "
-        "on a WebSocket path, not an Upgrade request, or an API key that is not UTF-8 text",
+        "on a WebSocket path, not an Upgrade request, an API key that is not UTF-8 text, or "
+        "a `key.` subprotocol offered without `order-engine`",
         401: "a valid API key is required (when authentication is on; see ApiKey)",
         404: "no such order (or another client's)",
         408: "the request body did not arrive in time",

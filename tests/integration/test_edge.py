@@ -148,6 +148,11 @@ async def test_a_websocket_takes_the_key_as_a_subprotocol_and_never_echoes_it(
         await client.ws_connect(url, protocols=(SUBPROTOCOL, "key.wrong"))
     assert refused.value.status == 401
     assert ALICE not in str(refused.value.headers)
+    # Without a protocol the server could answer, the offer is refused before aiohttp's
+    # handshake would log it (the key with it) as not overlapping.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect(url, protocols=(f"key.{ALICE}",))
+    assert refused.value.status == 400
 
 
 # -- item 4: buckets shared through Redis ----------------------------------------------------
