@@ -20,7 +20,7 @@ from order_engine.api.http import OrderSubmitter, RestHandlers, error_middleware
 from order_engine.api.market import MarketStreams
 from order_engine.api.openapi import openapi_document
 from order_engine.api.order_parser import OrderParser
-from order_engine.api.ratelimit import Limiter, MemoryLimiter, TokenBuckets
+from order_engine.api.ratelimit import build_limiter
 from order_engine.api.session import SessionEndpoint
 from order_engine.api.sim import sim_routes
 from order_engine.api.sockets import CLOSE_GOING_AWAY, Connections
@@ -146,27 +146,6 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
     return Services(settings, store, hub, market, engine, connections, metrics, market_data, feed)
 
 
-def build_limiter(settings: Settings, metrics: Metrics) -> Limiter | None:
-    """The hub's Redis holds the buckets when there is one (every replica shares them);
-    otherwise, or while it fails, this process's memory does."""
-    limits = settings.limits
-    if limits.requests_per_s <= 0:
-        return None
-    local = MemoryLimiter(TokenBuckets(limits.requests_per_s, limits.burst))
-    if not settings.hub.redis_url:
-        return local
-    from order_engine.api.ratelimit_redis import RedisLimiter
-
-    return RedisLimiter(
-        settings.hub.redis_url,
-        limits.requests_per_s,
-        limits.burst,
-        prefix=limits.redis_prefix,
-        fallback=local,
-        on_fallback=metrics.rate_limit_fallbacks.inc,
-    )
-
-
 def feed_source(market: Market) -> FeedSource | None:
     """Where this process follows the pools from: the chain in this process, or the chain
     service's account stream."""
@@ -179,7 +158,8 @@ def feed_source(market: Market) -> FeedSource | None:
 
 def build_app(settings: Settings, *, market: Market | None = None) -> web.Application:
     services = build_services(settings, market=market)
-    limiter = build_limiter(settings, services.metrics)
+    fallbacks = services.metrics.rate_limit_fallbacks
+    limiter = build_limiter(settings.limits, settings.hub.redis_url, on_fallback=fallbacks.inc)
     edge = Edge(ApiKeys(settings.auth.api_keys), limiter, settings.limits.proxy_hops)
     # Outermost first: every refusal (limits, auth) is answered as JSON.
     middlewares = [error_middleware, edge.middleware]

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from order_engine.api.auth import CLIENT
 from order_engine.api.errors import ApiError
+from order_engine.config import LimitSettings
 
 # Load balancers and orchestrators probe these; they are never limited.
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
@@ -145,4 +146,26 @@ def rate_limited(wait: float) -> ApiError:
         "rate_limited",
         "too many requests; slow down",
         headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+def build_limiter(
+    limits: LimitSettings, redis_url: str, *, on_fallback: Callable[[], None]
+) -> Limiter | None:
+    """The hub's Redis holds the buckets when there is one (every replica shares them);
+    otherwise, or while Redis fails, this process's memory does. None: no limit."""
+    if limits.requests_per_s <= 0:
+        return None
+    local = MemoryLimiter(TokenBuckets(limits.requests_per_s, limits.burst))
+    if not redis_url:
+        return local
+    from order_engine.api.ratelimit_redis import RedisLimiter
+
+    return RedisLimiter(
+        redis_url,
+        limits.requests_per_s,
+        limits.burst,
+        prefix=limits.redis_prefix,
+        fallback=local,
+        on_fallback=on_fallback,
     )
