@@ -16,7 +16,7 @@ from order_engine.store import Store
 from order_engine.venues import SimulatedMarket
 from order_engine.venues.tokens import REGISTRY
 from tests.integration.test_limit_orders import Rig, rig
-from tests.support.engines import reach
+from tests.support.engines import holding, reach
 from tests.support.factories import order_request
 
 SOL = REGISTRY.resolve("SOL")
@@ -47,7 +47,7 @@ async def test_a_sniper_fires_on_its_tokens_first_pool_and_lands_in_that_slot(ar
     fields = sniper("WOOF", min_liquidity="1")
     order = await armed.engine.submit(order_request("SOL", amount="0.5", **fields))
     await reach(armed.store, armed.hub, order.order_id, {Status.OPEN})
-    assert armed.engine.open_orders() == {"limit": 0, "sniper": 1}
+    await holding(armed.engine, {"limit": 0, "sniper": 1})
     launch = armed.market.launch("WOOF")
     assert await reach(armed.store, armed.hub, order.order_id, TERMINAL) is Status.CONFIRMED
     events = await armed.store.events(order.order_id)
@@ -71,7 +71,7 @@ async def test_a_pool_shallower_than_asked_does_not_fire_it(armed: Rig) -> None:
     await armed.data.reached(launch.seq)  # the view has priced the new pool
     stored = await armed.store.get(order.order_id)
     assert stored is not None and stored.status is Status.OPEN
-    assert armed.engine.open_orders()["sniper"] == 1
+    await holding(armed.engine, {"limit": 0, "sniper": 1})
 
 
 async def test_a_sniper_on_a_token_already_trading_fires_at_once(armed: Rig) -> None:

@@ -73,5 +73,14 @@ async def reach(
         return status
 
 
+async def holding(engine: Engine, expected: dict[str, int], timeout: float = 5) -> None:
+    """Wait until the engine holds `expected` open orders by type. An order is stored open
+    before its trigger book takes it, so a reader of the store can see `open` a moment before
+    the count does; the book has no event of its own to wait on."""
+    async with asyncio.timeout(timeout):
+        while engine.open_orders() != expected:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
+
 async def history(store: Store, order_id: str) -> list[Status]:
     return [e.status for e in await store.events(order_id)]
