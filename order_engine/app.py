@@ -37,6 +37,7 @@ from order_engine.routing import Router
 from order_engine.store import Store, store_from_url
 from order_engine.venues import SimulatedMarket
 from order_engine.venues.base import Market, Venue
+from order_engine.venues.chain_state import ChainState
 from order_engine.venues.remote import RemoteMarket
 from order_engine.venues.tokens import REGISTRY
 
@@ -70,7 +71,9 @@ def replica_id(settings: Settings) -> str:
 def build_market(settings: Settings) -> Market:
     if settings.venues.chain_url:
         return RemoteMarket(settings.venues.chain_url)
-    return SimulatedMarket(settings.profile, seed=settings.venues.seed)
+    path = settings.venues.chain_state
+    state = ChainState(path) if path else None
+    return SimulatedMarket(settings.profile, seed=settings.venues.seed, state=state)
 
 
 def build_services(settings: Settings, *, market: Market | None = None) -> Services:

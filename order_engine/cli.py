@@ -188,6 +188,7 @@ def serve(settings: Settings) -> int:
     from order_engine.app import build_app  # after the loop policy is chosen
     from order_engine.store import StoreUnavailable
     from order_engine.store.sqlite_lock import DatabaseInUse
+    from order_engine.venues.chain_state import ChainStateUnavailable
 
     host, port = settings.server.host, settings.server.port
     # Bound before start-up, which resumes the database's unfinished orders: an engine
@@ -198,7 +199,13 @@ def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"order-engine: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except ChainStateUnavailable as exc:
+        for sock in sockets:
+            sock.close()
+        print(f"order-engine: cannot start: {exc}", file=sys.stderr)
+        return 1
 
     def banner(_: str) -> None:
         shown = "localhost" if host in {"127.0.0.1", "::1"} else host

@@ -29,6 +29,7 @@ class Options:
     profile: Profile
     seed: int
     log_level: str
+    state: str  # the chain's state file; "" keeps it in memory
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML file (default ./config.toml if present)")
     parser.add_argument("--seed", type=int, help="market seed (default [venues] seed)")
     parser.add_argument("--profile", help="market profile (default [venues] profile)")
+    parser.add_argument(
+        "--state",
+        help="the chain's state file: its ledger, transactions received and pools, kept"
+        " across restarts; '' keeps them in memory (default env CHAIN_STATE, else"
+        " [venues] chain_state)",
+    )
     return parser
 
 
@@ -58,7 +65,10 @@ def _options(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
     if not 0 < port < 65536:
         raise ConfigError(f"port must be 1..65535, not {port}")
     seed = settings.venues.seed if args.seed is None else args.seed
-    return Options(args.host, port, settings.profiles[name], seed, settings.server.log_level)
+    state = args.state if args.state is not None else env.get("CHAIN_STATE")
+    if state is None:
+        state = settings.venues.chain_state
+    return Options(args.host, port, settings.profiles[name], seed, settings.server.log_level, state)
 
 
 def _env_port(env: Mapping[str, str]) -> int:
@@ -89,14 +99,21 @@ def serve(options: Options) -> int:
     install_uvloop()
     # Imported after the loop policy is chosen, as the engine's CLI does.
     from order_engine.chain.server import build_chain_app
+    from order_engine.venues.chain_state import ChainState, ChainStateUnavailable
     from order_engine.venues.market import SimulatedMarket
 
-    app = build_chain_app(SimulatedMarket(options.profile, seed=options.seed))
+    try:
+        state = ChainState(options.state) if options.state else None
+    except ChainStateUnavailable as exc:
+        print(f"order_engine.chain: cannot start: {exc}", file=sys.stderr)
+        return 1
+    app = build_chain_app(SimulatedMarket(options.profile, seed=options.seed, state=state))
 
     def banner(_: str) -> None:
         print(
             f"order_engine chain service listening on http://{options.host}:{options.port}"
-            f" (profile {options.profile.name}, seed {options.seed})",
+            f" (profile {options.profile.name}, seed {options.seed},"
+            f" state {options.state or 'in memory'})",
             flush=True,
         )
 

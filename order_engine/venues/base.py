@@ -123,6 +123,19 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A transaction that landed, as the chain's ledger records it."""
+
+    signature: str
+    slot: int
+    token_in: str
+    token_out: str
+    amount_in: int
+    amount_out: int
+    legs: tuple[LegFill, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TxStatus:
     state: TxState
     receipt: Receipt | None = None

@@ -6,16 +6,29 @@ together pay less than `min_out` the whole transaction fails with `slippage_exce
 pool changes; otherwise every leg executes and the swap is recorded in the ledger. A dropped
 transaction (its blockhash expired) never lands. The chain answers for every signature it
 was sent, so a restarted engine learns the fate of what it submitted.
+
+It does not forget, as a real chain does not (`chain_state`): a transaction is recorded as
+received before `submit` returns, and a landing (its ledger entry and the pools it moved)
+is committed before anyone can see it, by a status query or on the account stream. So a
+chain restarted on its file answers for every signature it ever settled and lands the ones
+it had received, while their blockhash is still valid. Landings that come due together
+are executed and committed as one batch. Only recent statuses stay in memory (the
+blockhash window and a margin: what an engine still waiting may ask for); older ones are
+read from the file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
+import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import base58
 
@@ -23,6 +36,7 @@ from order_engine.venues.base import (
     SLIPPAGE_EXCEEDED,
     TX_DROPPED,
     VENUE_DOWN,
+    LedgerEntry,
     LegFill,
     Quote,
     Receipt,
@@ -31,24 +45,30 @@ from order_engine.venues.base import (
     TxState,
     TxStatus,
 )
+from order_engine.venues.chain_state import ChainBatch, ChainState, Settled
 from order_engine.venues.pool import DustAmount, PoolExhausted
 from order_engine.venues.profiles import Profile
+from order_engine.venues.tokens import REGISTRY, TokenRegistry
 from order_engine.venues.venue import SimulatedVenue
 
+
+log = logging.getLogger("order_engine.venues")
+
 SLOT_SECONDS = 0.4
+# Settled statuses stay in memory this many slots beyond the blockhash window: an engine
+# asks for its transaction's fate within that window (a restarted one, a little after);
+# anything older is read from the state file.
+KEEP_MARGIN_SLOTS = 150
+# A commit that failed (disk full, I/O error) is tried again after this.
+RETRY_COMMIT_S = 1.0
 _PENDING = TxStatus(TxState.PENDING)
 _UNKNOWN = TxStatus(TxState.UNKNOWN)
 
+# The pools and market state to commit with a batch: (pool id, venue, whole state) rows for
+# the pools changed since last asked, and the market's own state.
+StateSource = Callable[[], tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any]]]
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    signature: str
-    slot: int
-    token_in: str
-    token_out: str
-    amount_in: int
-    amount_out: int
-    legs: tuple[LegFill, ...]
+__all__ = ["SLOT_SECONDS", "LedgerEntry", "SimulatedChain"]
 
 
 @dataclass(slots=True)
@@ -63,23 +83,36 @@ class SimulatedChain:
         venues: Mapping[str, SimulatedVenue],
         profile: Profile,
         rng: random.Random,
+        state: ChainState | None = None,
     ) -> None:
+        """`state`: where the chain keeps its history (default: in memory, for tests)."""
         self._venues = venues
         self._profile = profile
         self._rng = rng
+        self._state = ChainState() if state is None else state
         self.slot = 0  # advances with time (see `current_slot`); tests may move it forward
         self._epoch = time.monotonic()
-        self.ledger: list[LedgerEntry] = []
+        self.keep_slots = profile.blockhash_validity_slots + KEEP_MARGIN_SLOTS
+        # Received (pending) and recently settled signatures; `_settled` orders the latter
+        # by slot, so the oldest are forgotten first.
         self._statuses: dict[str, TxStatus] = {}
+        self._settled: deque[tuple[int, str]] = deque()
         self._in_flight: dict[str, _InFlight] = {}
+        self._receiving: dict[str, asyncio.Future[None]] = {}  # sent, not yet recorded
+        self._batch = ChainBatch()
+        self._batch_done: asyncio.Future[None] | None = None
+        self._arrivals: list[str] = []
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._receipts_awaited: dict[str, asyncio.Event] = {}
         self._forced_drops = 0
         self._failing_builds = 0
         self._held: list[str] | None = None
-        # Called with its slot once a landed transaction's swaps are committed, before
-        # anyone hears it landed, so that the pools' new state is published first.
+        # Called with its slot once a batch's landings are committed, before anyone hears
+        # they landed, so that the pools' new state is published first.
         self.on_landed: Callable[[int], None] | None = None
+        # Asked at every commit for the market's changed pools and state.
+        self.state_source: StateSource | None = None
 
     # -- the Chain protocol ------------------------------------------------------------
 
@@ -110,21 +143,24 @@ class SimulatedChain:
         return self.slot
 
     async def submit(self, tx: Tx) -> str:
-        if tx.signature in self._statuses:
-            return tx.signature  # a resend of the same signed transaction lands at most once
-        dropped = self.current_slot() > tx.last_valid_slot or self._draw_drop()
-        self._statuses[tx.signature] = _PENDING
-        self._in_flight[tx.signature] = _InFlight(tx, dropped)
-        received = self._receipts_awaited.pop(tx.signature, None)
-        if received is not None:
-            received.set()
-        low, high = self._profile.land_latency_ms
-        delay = self._rng.uniform(low, high) / 1000 if high > 0 else 0.0
-        asyncio.get_running_loop().call_later(delay, self._arrive, tx.signature)
-        return tx.signature
+        """Returns once the chain has recorded the transaction as received: from then on
+        it lands (or fails) whatever happens to this process."""
+        signature = tx.signature
+        recording = self._receiving.get(signature)
+        if recording is None:
+            if signature in self._statuses:
+                return signature  # a resend of the same signed transaction lands at most once
+            expired = self.current_slot() > tx.last_valid_slot
+            if expired and self._state.lookup(signature) is not None:
+                return signature  # settled long ago: no longer in memory, still on chain
+            self._batch.received.append((tx, expired or self._draw_drop()))
+            recording = self._receiving[signature] = self._batch_future()
+            self._schedule_flush()
+        await asyncio.shield(recording)
+        return signature
 
     async def status(self, signature: str) -> TxStatus:
-        return self._statuses.get(signature, _UNKNOWN)
+        return self._known(signature)
 
     async def can_still_land(self, signature: str, last_valid_slot: int) -> bool:
         # In-process, nothing is in flight: what this chain has not seen was never sent.
@@ -140,7 +176,54 @@ class SimulatedChain:
                     await asyncio.shield(waiter)
             except TimeoutError:
                 pass
-        return self._statuses.get(signature, _UNKNOWN)
+        return self._known(signature)
+
+    # -- durability ----------------------------------------------------------------------
+
+    def restore_clock(self, meta: Mapping[str, Any]) -> None:
+        """Go on from the slot a stored state was committed at, as if the chain had run on
+        meanwhile: slots are wall time on a real chain, and so blockhashes expire while a
+        chain is down."""
+        clock = meta.get("clock")
+        if not isinstance(clock, Mapping):
+            return
+        stopped = max(0.0, time.time() - float(clock["wall"]))
+        slot = max(self.current_slot(), int(clock["slot"]) + int(stopped / SLOT_SECONDS))
+        self.slot = slot
+        self._epoch = time.monotonic() - slot * SLOT_SECONDS
+
+    def resume(self, registry: TokenRegistry = REGISTRY) -> int:
+        """Land the transactions the state file holds as received (a restart); those whose
+        blockhash has expired meanwhile fail as dropped. How many."""
+        resumed = 0
+        for tx, dropped in self._state.pending(registry):
+            if tx.signature in self._statuses:
+                continue
+            self._in_flight[tx.signature] = _InFlight(tx, dropped)
+            self._statuses[tx.signature] = _PENDING
+            self._arrive_later(tx.signature)
+            resumed += 1
+        return resumed
+
+    def checkpoint(self) -> None:
+        """Commit the market's changed state soon (with whatever else is due)."""
+        self._schedule_flush()
+
+    def flush(self) -> None:
+        """Commit what is due now (the market stopping)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
+
+    @property
+    def remembered(self) -> int:
+        """Signatures whose status is held in memory (received, or recently settled)."""
+        return len(self._statuses)
+
+    @property
+    def ledger(self) -> list[LedgerEntry]:
+        """Every landed transaction, in landing order (read from the state)."""
+        return self._state.ledger()
 
     # -- test controls -----------------------------------------------------------------
 
@@ -151,8 +234,8 @@ class SimulatedChain:
 
     def release(self) -> None:
         held, self._held = self._held or [], None
-        for signature in held:
-            self._land(signature)
+        self._arrivals.extend(held)
+        self.flush()
 
     async def received(self, signature: str, timeout: float) -> None:
         """Until the chain has been sent this signature (tests: the engine stores a
@@ -172,9 +255,16 @@ class SimulatedChain:
         self._forced_drops += count
 
     def landed_count(self, signature: str) -> int:
-        return sum(1 for entry in self.ledger if entry.signature == signature)
+        return self._state.landed_count(signature)
 
     # -- landing -----------------------------------------------------------------------
+
+    def _known(self, signature: str) -> TxStatus:
+        status = self._statuses.get(signature)
+        if status is not None:
+            return status
+        settled = self._state.lookup(signature)  # an index lookup: microseconds
+        return _UNKNOWN if settled is None else settled.status
 
     def _draw_drop(self) -> bool:
         if self._forced_drops > 0:
@@ -182,26 +272,106 @@ class SimulatedChain:
             return True
         return self._profile.drop_rate > 0 and self._rng.random() < self._profile.drop_rate
 
+    def _batch_future(self) -> asyncio.Future[None]:
+        if self._batch_done is None:
+            self._batch_done = asyncio.get_running_loop().create_future()
+        return self._batch_done
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _arrive_later(self, signature: str) -> None:
+        low, high = self._profile.land_latency_ms
+        delay = self._rng.uniform(low, high) / 1000 if high > 0 else 0.0
+        asyncio.get_running_loop().call_later(delay, self._arrive, signature)
+
     def _arrive(self, signature: str) -> None:
         if self._held is not None:
             self._held.append(signature)
         else:
-            self._land(signature)
+            self._arrivals.append(signature)
+            self._schedule_flush()
 
-    def _land(self, signature: str) -> None:
-        flight = self._in_flight.pop(signature)
-        tx = flight.tx
-        if flight.dropped:
-            self._settle(
-                signature,
-                TxStatus(
-                    TxState.FAILED,
-                    error=TransientVenueError(
-                        TX_DROPPED, "the blockhash expired before the transaction landed"
-                    ),
-                ),
-            )
+    def _flush(self) -> None:
+        """Execute the landings due, commit them with the transactions received and the
+        market's changes as one transaction, and only then make them known."""
+        self._flush_handle = None
+        batch, self._batch = self._batch, ChainBatch()
+        done, self._batch_done = self._batch_done, None
+        arrivals, self._arrivals = self._arrivals, []
+        for signature in arrivals:
+            if signature in self._in_flight and self._statuses.get(signature) is _PENDING:
+                batch.settled.append(self._execute(signature))
+        if self.state_source is not None:
+            pools, meta = self.state_source()
+            batch.pools.extend(pools)
+            batch.meta.update(meta)
+        batch.meta["clock"] = {"slot": self.current_slot(), "wall": time.time()}
+        try:
+            self._state.commit(batch)
+        except sqlite3.Error as exc:
+            self._commit_failed(batch, done, exc)
             return
+        for tx, dropped in batch.received:
+            self._received(tx, dropped)
+        if done is not None:
+            done.set_result(None)
+        if not batch.settled:
+            return
+        landed = [s.slot for s in batch.settled if s.entry is not None]
+        if landed and self.on_landed is not None:
+            self.on_landed(max(landed))
+        for settled in batch.settled:
+            self._settle(settled)
+        self._forget_old()
+
+    def _commit_failed(
+        self, batch: ChainBatch, done: asyncio.Future[None] | None, exc: sqlite3.Error
+    ) -> None:
+        """Nothing becomes known. The transactions received are refused (never recorded,
+        they never land); the landings, whose pools moved already, wait unannounced for a
+        commit that takes them, with the pools' states."""
+        log.error("the chain could not commit to %s: %s; trying again", self._state.path, exc)
+        for tx, _ in batch.received:
+            self._receiving.pop(tx.signature, None)
+        if done is not None:
+            done.set_exception(
+                TransientVenueError(
+                    VENUE_DOWN, f"the chain could not record the transaction: {exc}"
+                )
+            )
+            done.exception()  # whoever awaited it has it; nobody else must be told
+        later = self._batch
+        self._batch = ChainBatch(
+            settled=batch.settled + later.settled,
+            pools=batch.pools + later.pools,
+            meta={**batch.meta, **later.meta},
+            received=later.received,
+        )
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(RETRY_COMMIT_S, self._flush)
+
+    def _received(self, tx: Tx, dropped: bool) -> None:
+        self._receiving.pop(tx.signature, None)
+        self._statuses[tx.signature] = _PENDING
+        self._in_flight[tx.signature] = _InFlight(tx, dropped)
+        received = self._receipts_awaited.pop(tx.signature, None)
+        if received is not None:
+            received.set()
+        self._arrive_later(tx.signature)
+
+    def _execute(self, signature: str) -> Settled:
+        """Run the transaction against the pools as they are now; its fate, not yet told."""
+        flight = self._in_flight[signature]
+        tx = flight.tx
+        slot = self.current_slot()
+        if flight.dropped or slot > tx.last_valid_slot:
+            error = TransientVenueError(
+                TX_DROPPED, "the blockhash expired before the transaction landed"
+            )
+            return Settled(signature, slot, TxStatus(TxState.FAILED, error=error))
         try:
             total, fillable = sum(self._leg_out(leg, commit=False) for leg in tx.legs), True
         except (PoolExhausted, DustAmount):
@@ -210,45 +380,43 @@ class SimulatedChain:
             total, fillable = 0, False
         if not fillable or total < tx.min_out:
             token = tx.legs[0].token_out
-            self._settle(
-                signature,
-                TxStatus(
-                    TxState.FAILED,
-                    error=TransientVenueError(
-                        SLIPPAGE_EXCEEDED,
-                        f"would receive {token.format(total)} {token.symbol}, "
-                        f"below the minimum of {token.format(tx.min_out)}",
-                    ),
-                ),
+            error = TransientVenueError(
+                SLIPPAGE_EXCEEDED,
+                f"would receive {token.format(total)} {token.symbol}, "
+                f"below the minimum of {token.format(tx.min_out)}",
             )
-            return
+            return Settled(signature, slot, TxStatus(TxState.FAILED, error=error))
         # Atomic: the dry run above succeeded against this same state, so every leg does.
         fills = tuple(
             LegFill(leg.venue, leg.amount_in, self._leg_out(leg, commit=True)) for leg in tx.legs
         )
-        slot = self.current_slot()
         amount_in = sum(fill.amount_in for fill in fills)
         receipt = Receipt(signature, slot, amount_in, total, fills)
-        self.ledger.append(
-            LedgerEntry(
-                signature,
-                slot,
-                tx.legs[0].token_in.symbol,
-                tx.legs[0].token_out.symbol,
-                amount_in,
-                total,
-                fills,
-            )
+        entry = LedgerEntry(
+            signature,
+            slot,
+            tx.legs[0].token_in.symbol,
+            tx.legs[0].token_out.symbol,
+            amount_in,
+            total,
+            fills,
         )
-        if self.on_landed is not None:
-            self.on_landed(slot)
-        self._settle(signature, TxStatus(TxState.LANDED, receipt=receipt))
+        return Settled(signature, slot, TxStatus(TxState.LANDED, receipt=receipt), entry)
 
     def _leg_out(self, leg: Quote, *, commit: bool) -> int:
         return self._venues[leg.venue].execute(leg.hops, leg.amount_in, commit=commit)
 
-    def _settle(self, signature: str, status: TxStatus) -> None:
-        self._statuses[signature] = status
-        waiter = self._waiters.pop(signature, None)
+    def _settle(self, settled: Settled) -> None:
+        self._in_flight.pop(settled.signature, None)
+        self._statuses[settled.signature] = settled.status
+        self._settled.append((settled.slot, settled.signature))
+        waiter = self._waiters.pop(settled.signature, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _forget_old(self) -> None:
+        """Statuses settled before the window are read from the file from now on."""
+        horizon = self.current_slot() - self.keep_slots
+        while self._settled and self._settled[0][0] < horizon:
+            _, signature = self._settled.popleft()
+            self._statuses.pop(signature, None)

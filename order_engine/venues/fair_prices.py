@@ -53,6 +53,13 @@ class FairPrices:
         from there as from any other move."""
         self._bps[token] = self._bps.get(token, 0.0) + bps
 
+    def state(self) -> dict[str, float]:
+        """Every token's log distance from its reference, in bps (`restore` takes it)."""
+        return dict(self._bps)
+
+    def restore(self, bps: dict[str, float]) -> None:
+        self._bps = {token: float(value) for token, value in bps.items()}
+
     def reference_base(self, token: str, usd: Decimal) -> int:
         """Base units of the token `usd` buys at its reference price."""
         return int((usd / self._reference[token]).scaleb(self._token(token).decimals))

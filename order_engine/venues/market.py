@@ -18,6 +18,11 @@ Every change to a pool is published on `feed`, as a chain's account stream would
 each landed transaction's pools, each step's moved pools (or, if none moved, a notice that
 the clock did), each new pool whole, and while the market runs a notice every slot.
 
+The market keeps its state in the chain's state file (`chain_state`) when given one: every
+pool's whole state, the market's clock, fair prices and launched tokens are committed with
+the chain's batches (a landing's pools with that landing) and at least once a slot while
+they change, and a market built on that file starts where the last one stopped.
+
 Two controls move it on command (`controls`; HTTP in `api/sim.py` and the chain service's
 `/admin`): `move_price`, news that reprices a token at once, and `launch`, an upcoming
 token's first pool. A profile may also launch the upcoming tokens on a schedule.
@@ -32,16 +37,18 @@ import math
 import random
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from order_engine.venues import arbitrage, launches
 from order_engine.venues.chain import SLOT_SECONDS, SimulatedChain
+from order_engine.venues.chain_state import ChainState
 from order_engine.venues.controls import ControlError, Launch, LocalControls, PriceMove
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.dlmm import DlmmPool, bin_id_for_price
 from order_engine.venues.fair_prices import FairPrices
 from order_engine.venues.feed import AccountFeed
 from order_engine.venues.market_data import POOLS, PoolSpec
-from order_engine.venues.pool import DustAmount, Pool, PoolExhausted
+from order_engine.venues.pool import DustAmount, Pool, PoolExhausted, pool_from_state
 from order_engine.venues.profiles import Profile
 from order_engine.venues.tokens import REGISTRY, TokenRegistry, TokenState, UnknownToken
 from order_engine.venues.venue import SimulatedVenue
@@ -66,10 +73,12 @@ class SimulatedMarket:
         pools: Iterable[PoolSpec] = POOLS,
         *,
         registry: TokenRegistry = REGISTRY,
+        state: ChainState | None = None,
     ) -> None:
         """`registry` describes this market's chain: which upcoming tokens its pools make
         tradable (none, when it starts). One market per registry, then: the process's
-        engine resolves tokens against the same one."""
+        engine resolves tokens against the same one. `state`: the chain's state file (by
+        default a memory one, forgotten with the market); what it holds is restored."""
         self.profile = profile
         self.registry = registry
         self._rng = random.Random(seed)
@@ -103,14 +112,23 @@ class SimulatedMarket:
             )
             for name, pools in built.items()
         }
-        self.chain = SimulatedChain(self.venues, profile, random.Random(self._rng.getrandbits(64)))
+        self.chain = SimulatedChain(
+            self.venues, profile, random.Random(self._rng.getrandbits(64)), state
+        )
         self.feed = AccountFeed(self.now, self.chain.current_slot)
         self._swapped: dict[str, Pool] = {}  # by the transaction landing now
+        self._launched: list[dict[str, Any]] = []  # {symbol, venue, tvl}, in launch order
+        self._unsaved: set[str] = set()  # pools changed since last committed
+        self._moved = False  # the market's own state too
+        if state is not None:
+            self._restore(state)
         for name, venue in self.venues.items():
             for pool in venue.pools.values():
                 self.feed.follow(name, pool)
             venue.on_swap = self._on_swap
         self.chain.on_landed = self._on_landed
+        self.chain.state_source = self._unsaved_state
+        self._resumed = False
         self.controls = LocalControls(self)
         self._task: asyncio.Task[None] | None = None
         self._slots: asyncio.Task[None] | None = None
@@ -132,6 +150,7 @@ class SimulatedMarket:
                     moved = push * keep + self._rng.gauss(0, self.profile.drift_sigma_bps)
                     self._trade_noise(pool, moved - push)
             self._arbitrage()
+            self._moved = True
             if not self._publish_moved():
                 # Subscribers quote DLMM fees with the clock they last heard.
                 self.feed.notice()
@@ -160,6 +179,7 @@ class SimulatedMarket:
         before = self.fair.ui_price(a, b)
         factor = 1 + bps / 10_000
         self.fair.shift(a, math.log(factor) * 10_000)
+        self._moved = True
         for pools in self._pairs.values():
             for pool in pools:
                 if pool.token_x == a:
@@ -203,6 +223,9 @@ class SimulatedMarket:
             )
         price = launches.launch_usd(token.symbol)
         self.fair.add(token.symbol, price)
+        # Listed before the pool is added, whose commit then carries it.
+        self._launched.append({"symbol": token.symbol, "venue": venue, "tvl": round(tvl)})
+        self._moved = True
         pool = self.add_pool(launches.launch_spec(token.symbol, venue, round(tvl)))
         # Nothing has run since the pool was published: subscribers in this process read
         # the registry with the token tradable, as the engine's triggers must.
@@ -231,9 +254,16 @@ class SimulatedMarket:
         venue.add_pool(pool)  # raises for the same pair the other way round: nothing kept
         self._track(spec, pool)
         self.feed.add_pool(spec.venue, pool)
+        self._unsaved.add(pool_id)
+        self.chain.flush()  # a new pool is rare and must not be lost: committed at once
         return pool
 
     async def start(self) -> None:
+        if not self._resumed:
+            self._resumed = True
+            resumed = self.chain.resume(self.registry)
+            if resumed:
+                log.info("the chain resumed %d transaction(s) received before it stopped", resumed)
         if self._slots is None:
             self._slots = asyncio.create_task(self._notify_slots(), name="market-slots")
         if self.profile.drift_interval_ms > 0 and self._task is None:
@@ -248,6 +278,7 @@ class SimulatedMarket:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._slots = self._launcher = None
+        self.chain.flush()  # what moved since the last commit
 
     async def _drift(self) -> None:
         while True:
@@ -277,9 +308,62 @@ class SimulatedMarket:
         while True:
             await asyncio.sleep(SLOT_SECONDS)
             self.feed.notice()
+            if self._unsaved or self._moved:
+                self.chain.checkpoint()
 
     def _on_swap(self, pool: Pool) -> None:
         self._swapped[pool.pool_id] = pool
+        self._unsaved.add(pool.pool_id)
+
+    # -- durability ----------------------------------------------------------------------
+
+    def _unsaved_state(self) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any]]:
+        """The pools changed since the last commit (whole states) and, if it moved, the
+        market's own state, for the chain to commit; from then on they count as saved."""
+        pools = []
+        for venue in self.venues.values():
+            for pool_id in self._unsaved & venue.pools.keys():
+                pools.append((pool_id, venue.name, venue.pools[pool_id].state()))
+        self._unsaved.clear()
+        meta: dict[str, Any] = {}
+        if self._moved:
+            self._moved = False
+            meta["market"] = {
+                "time": self._time,
+                "fair": self.fair.state(),
+                "push": self._push_bps,
+                "launched": self._launched,
+            }
+        return pools, meta
+
+    def _restore(self, state: ChainState) -> None:
+        """Become the market a state file holds (nothing, for a new file): its launched
+        tokens and their pools first, then every pool's last committed state."""
+        loaded = state.load()
+        self.chain.restore_clock(loaded.meta)
+        market = loaded.meta.get("market")
+        if isinstance(market, dict):
+            self._time = float(market["time"])
+            for launched in market["launched"]:
+                symbol, venue, tvl = launched["symbol"], launched["venue"], launched["tvl"]
+                stored = loaded.pools.get(self._pool_id(launches.launch_spec(symbol, venue, tvl)))
+                if stored is None:
+                    continue  # launched after the last commit: it never happened
+                self.fair.add(symbol, launches.launch_usd(symbol))
+                pool = pool_from_state(stored[1])
+                self.venues[venue].add_pool(pool)
+                self._track(launches.launch_spec(symbol, venue, tvl), pool)
+                self.registry.mark_launched(symbol)
+                self._launched.append(launched)
+            self.fair.restore(market["fair"])
+            for pool_id, push in market["push"].items():
+                if pool_id in self._push_bps:
+                    self._push_bps[pool_id] = float(push)
+        for venue in self.venues.values():
+            for pool_id, pool in venue.pools.items():
+                stored = loaded.pools.get(pool_id)
+                if stored is not None:
+                    pool.apply_state(stored[1])
 
     def _take(self, pool: Pool, price: float) -> None:
         """Trade `pool` to `price` (y per x, base units). A first try falls short (a

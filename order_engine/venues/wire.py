@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from order_engine.venues.base import (
     Hop,
+    LedgerEntry,
     LegFill,
     PermanentVenueError,
     Quote,
@@ -28,7 +29,6 @@ from order_engine.venues.base import (
     TxStatus,
     VenueError,
 )
-from order_engine.venues.chain import LedgerEntry
 from order_engine.venues.tokens import REGISTRY, Token, TokenRegistry, UnknownToken
 
 JsonObject = dict[str, Any]
