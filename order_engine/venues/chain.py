@@ -45,12 +45,11 @@ from order_engine.venues.base import (
     TxState,
     TxStatus,
 )
-from order_engine.venues.chain_state import ChainBatch, ChainState, Settled
+from order_engine.venues.chain_state import ChainBatch, ChainState, PoolRow, Settled
 from order_engine.venues.pool import DustAmount, PoolExhausted
 from order_engine.venues.profiles import Profile
 from order_engine.venues.tokens import REGISTRY, TokenRegistry
 from order_engine.venues.venue import SimulatedVenue
-
 
 log = logging.getLogger("order_engine.venues")
 
@@ -66,7 +65,7 @@ _UNKNOWN = TxStatus(TxState.UNKNOWN)
 
 # The pools and market state to commit with a batch: (pool id, venue, whole state) rows for
 # the pools changed since last asked, and the market's own state.
-StateSource = Callable[[], tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any]]]
+StateSource = Callable[[], tuple[list[PoolRow], dict[str, Any]]]
 
 __all__ = ["SLOT_SECONDS", "LedgerEntry", "SimulatedChain"]
 

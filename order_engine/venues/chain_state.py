@@ -44,6 +44,8 @@ from order_engine.venues.wire import (
 )
 
 MEMORY = ":memory:"
+# A pool as committed: its id, its venue, its whole state.
+PoolRow = tuple[str, str, dict[str, Any]]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settled (
@@ -97,7 +99,7 @@ class ChainBatch:
 
     received: list[tuple[Tx, bool]] = field(default_factory=list)  # (tx, dropped)
     settled: list[Settled] = field(default_factory=list)
-    pools: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # id, venue
+    pools: list[PoolRow] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __bool__(self) -> bool:

@@ -39,16 +39,16 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from order_engine.venues import arbitrage, launches
+from order_engine.venues import arbitrage, launches, market_state
 from order_engine.venues.chain import SLOT_SECONDS, SimulatedChain
-from order_engine.venues.chain_state import ChainState
+from order_engine.venues.chain_state import ChainState, PoolRow
 from order_engine.venues.controls import ControlError, Launch, LocalControls, PriceMove
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.dlmm import DlmmPool, bin_id_for_price
 from order_engine.venues.fair_prices import FairPrices
 from order_engine.venues.feed import AccountFeed
 from order_engine.venues.market_data import POOLS, PoolSpec
-from order_engine.venues.pool import DustAmount, Pool, PoolExhausted, pool_from_state
+from order_engine.venues.pool import DustAmount, Pool, PoolExhausted
 from order_engine.venues.profiles import Profile
 from order_engine.venues.tokens import REGISTRY, TokenRegistry, TokenState, UnknownToken
 from order_engine.venues.venue import SimulatedVenue
@@ -121,7 +121,7 @@ class SimulatedMarket:
         self._unsaved: set[str] = set()  # pools changed since last committed
         self._moved = False  # the market's own state too
         if state is not None:
-            self._restore(state)
+            market_state.restore(self, state.load())
         for name, venue in self.venues.items():
             for pool in venue.pools.values():
                 self.feed.follow(name, pool)
@@ -315,55 +315,10 @@ class SimulatedMarket:
         self._swapped[pool.pool_id] = pool
         self._unsaved.add(pool.pool_id)
 
-    # -- durability ----------------------------------------------------------------------
+    # -- durability (market_state) -----------------------------------------------------
 
-    def _unsaved_state(self) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, Any]]:
-        """The pools changed since the last commit (whole states) and, if it moved, the
-        market's own state, for the chain to commit; from then on they count as saved."""
-        pools = []
-        for venue in self.venues.values():
-            for pool_id in self._unsaved & venue.pools.keys():
-                pools.append((pool_id, venue.name, venue.pools[pool_id].state()))
-        self._unsaved.clear()
-        meta: dict[str, Any] = {}
-        if self._moved:
-            self._moved = False
-            meta["market"] = {
-                "time": self._time,
-                "fair": self.fair.state(),
-                "push": self._push_bps,
-                "launched": self._launched,
-            }
-        return pools, meta
-
-    def _restore(self, state: ChainState) -> None:
-        """Become the market a state file holds (nothing, for a new file): its launched
-        tokens and their pools first, then every pool's last committed state."""
-        loaded = state.load()
-        self.chain.restore_clock(loaded.meta)
-        market = loaded.meta.get("market")
-        if isinstance(market, dict):
-            self._time = float(market["time"])
-            for launched in market["launched"]:
-                symbol, venue, tvl = launched["symbol"], launched["venue"], launched["tvl"]
-                stored = loaded.pools.get(self._pool_id(launches.launch_spec(symbol, venue, tvl)))
-                if stored is None:
-                    continue  # launched after the last commit: it never happened
-                self.fair.add(symbol, launches.launch_usd(symbol))
-                pool = pool_from_state(stored[1])
-                self.venues[venue].add_pool(pool)
-                self._track(launches.launch_spec(symbol, venue, tvl), pool)
-                self.registry.mark_launched(symbol)
-                self._launched.append(launched)
-            self.fair.restore(market["fair"])
-            for pool_id, push in market["push"].items():
-                if pool_id in self._push_bps:
-                    self._push_bps[pool_id] = float(push)
-        for venue in self.venues.values():
-            for pool_id, pool in venue.pools.items():
-                stored = loaded.pools.get(pool_id)
-                if stored is not None:
-                    pool.apply_state(stored[1])
+    def _unsaved_state(self) -> tuple[list[PoolRow], dict[str, Any]]:
+        return market_state.take_unsaved(self)
 
     def _take(self, pool: Pool, price: float) -> None:
         """Trade `pool` to `price` (y per x, base units). A first try falls short (a
@@ -383,6 +338,7 @@ class SimulatedMarket:
             for pool in venue.pools.values():
                 if self.feed.publish(pool) is not None:
                     moved.append(pool.pool_id)
+        self._unsaved.update(moved)
         return tuple(moved)
 
     def _pool_token(self, symbol_or_mint: str, field: str) -> str:

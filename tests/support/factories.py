@@ -13,7 +13,8 @@ from order_engine.venues.tokens import REGISTRY
 
 def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
     """The defaults, except: a SQLite file in `tmp_path` without fsync per commit (and the
-    chain's state file there too), the instant venues, and retries and timeouts short enough for a test; `sections` last."""
+    chain's state file there too), the instant venues, and retries and timeouts short
+    enough for a test; `sections` last."""
     base = Settings().replace(
         store={"url": f"sqlite:///{tmp_path}/orders.db", "sqlite_synchronous": "NORMAL"},
         venues={"profile": "instant", "seed": 1, "chain_state": f"{tmp_path}/chain.db"},

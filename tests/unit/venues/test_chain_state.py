@@ -1,0 +1,151 @@
+"""The simulated chain's state file: a chain built on it again is the chain that stopped
+(pools, ledger, statuses, launched tokens, slots), lands the transactions it had received
+while their blockhash is valid and never those that expired; and it keeps in memory only
+the statuses of recent slots."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from order_engine.venues import PROFILES, SimulatedMarket
+from order_engine.venues.base import TX_DROPPED, Tx, TxState
+from order_engine.venues.chain_state import ChainState
+from order_engine.venues.tokens import REGISTRY
+
+SOL = REGISTRY.resolve("SOL")
+USDC = REGISTRY.resolve("USDC")
+INSTANT = PROFILES["instant"]
+
+
+@asynccontextmanager
+async def market_on(path: Path, seed: int = 3) -> AsyncIterator[SimulatedMarket]:
+    """A started market on the state file at `path`, stopped and its file closed after."""
+    state = ChainState(path)
+    market = SimulatedMarket(INSTANT, seed=seed, state=state)
+    await market.start()
+    try:
+        yield market
+    finally:
+        await market.stop()
+        state.close()
+
+
+def pools(market: SimulatedMarket) -> dict[str, dict[str, Any]]:
+    return {
+        pool_id: pool.state()
+        for venue in market.venues.values()
+        for pool_id, pool in venue.pools.items()
+    }
+
+
+async def sent(market: SimulatedMarket, sol: str = "2", venue: str = "Raydium") -> Tx:
+    quote = market.venues[venue].best_quote(SOL, USDC, SOL.to_base(Decimal(sol)))
+    tx = await market.chain.build([quote], min_out=quote.amount_out * 9 // 10)
+    await market.chain.submit(tx)
+    return tx
+
+
+async def landed(market: SimulatedMarket) -> Tx:
+    tx = await sent(market)
+    assert (await market.chain.wait(tx.signature, 5)).state is TxState.LANDED
+    return tx
+
+
+async def test_a_chain_reloaded_from_its_file_is_the_chain_that_stopped(tmp_path: Path) -> None:
+    path = tmp_path / "chain.db"
+    async with market_on(path) as before:
+        signatures = [(await landed(before)).signature for _ in range(3)]
+        await landed_on(before, "Meteora")
+        before.step(5)  # the market moves on: other traders, arbitrage
+        before.launch("ZAPP", "Meteora")
+        statuses = {s: await before.chain.status(s) for s in signatures}
+        ledger, state, slot = before.chain.ledger, pools(before), before.chain.current_slot()
+        clock = before.now()
+    async with market_on(path) as after:
+        assert pools(after) == state
+        assert after.chain.ledger == ledger
+        assert {s: await after.chain.status(s) for s in signatures} == statuses
+        assert after.chain.current_slot() >= slot
+        assert after.now() == clock
+        assert "meteora:ZAPP-WSOL" in after.venues["Meteora"].pools
+        # A restored launch is a launch: the token trades, and cannot launch again.
+        assert after.venues["Meteora"].best_quote(SOL, REGISTRY.resolve("ZAPP"), 10**9)
+
+
+async def landed_on(market: SimulatedMarket, venue: str) -> None:
+    tx = await sent(market, "1", venue)
+    assert (await market.chain.wait(tx.signature, 5)).state is TxState.LANDED
+
+
+async def test_a_transaction_received_before_a_restart_lands_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "chain.db"
+    async with market_on(path) as before:
+        before.chain.hold()  # received, recorded, never landed in this process
+        tx = await sent(before)
+        untouched = pools(before)
+    async with market_on(path) as after:
+        status = await after.chain.wait(tx.signature, 5)
+        assert status.state is TxState.LANDED, status
+        assert [entry.signature for entry in after.chain.ledger] == [tx.signature]
+        assert pools(after) != untouched
+        # A resend of the same signed transaction lands nothing more.
+        await after.chain.submit(tx)
+        assert after.chain.landed_count(tx.signature) == 1
+
+
+async def test_a_transaction_whose_blockhash_expired_meanwhile_never_lands(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "chain.db"
+    async with market_on(path) as before:
+        before.chain.hold()
+        tx = await sent(before)
+        untouched = pools(before)
+        # The chain's slots pass the blockhash's last valid one before it comes back.
+        before.chain.slot = tx.last_valid_slot + 1
+    async with market_on(path) as after:
+        status = await after.chain.wait(tx.signature, 5)
+        assert status.state is TxState.FAILED and status.error is not None
+        assert status.error.code == TX_DROPPED
+        assert after.chain.ledger == []
+        assert pools(after) == untouched
+
+
+async def test_only_recent_statuses_stay_in_memory(tmp_path: Path) -> None:
+    slots_apart = 40
+    async with market_on(tmp_path / "chain.db") as market:
+        chain = market.chain
+        window = chain.keep_slots // slots_apart + 2
+        first = await landed(market)
+        for _ in range(10 * window):
+            chain.slot += slots_apart  # one order every 40 slots (16 s)
+            await landed(market)
+            assert chain.remembered <= window
+        # Forgotten by memory, not by the chain: read from its file.
+        assert (await chain.status(first.signature)).state is TxState.LANDED
+        assert len(chain.ledger) == 10 * window + 1
+        # And a resend of it, long expired, is not dropped over its landing.
+        await chain.submit(first)
+        assert (await chain.wait(first.signature, 1)).state is TxState.LANDED
+
+
+async def test_a_status_is_known_only_once_committed(tmp_path: Path) -> None:
+    async with market_on(tmp_path / "chain.db") as market:
+        chain = market.chain
+        seen: list[int] = []
+        commit: Callable[..., None] = chain._state.commit
+
+        def observed(batch: Any) -> None:
+            # At commit time no landing of the batch is known to anyone yet.
+            for settled in batch.settled:
+                seen.append(len(chain.ledger))
+                assert chain._statuses[settled.signature].state is TxState.PENDING
+            commit(batch)
+
+        chain._state.commit = observed  # type: ignore[method-assign]
+        await landed(market)
+        assert seen == [0]
