@@ -72,7 +72,7 @@ def build_market(settings: Settings) -> Market:
     if settings.venues.chain_url:
         return RemoteMarket(settings.venues.chain_url)
     path = settings.venues.chain_state
-    state = ChainState(path) if path else None
+    state = ChainState(path) if path else None  # opened when the market starts
     return SimulatedMarket(settings.profile, seed=settings.venues.seed, state=state)
 
 

@@ -199,13 +199,7 @@ def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"order-engine: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
-    try:
-        app = build_app(settings)
-    except ChainStateUnavailable as exc:
-        for sock in sockets:
-            sock.close()
-        print(f"order-engine: cannot start: {exc}", file=sys.stderr)
-        return 1
+    app = build_app(settings)
 
     def banner(_: str) -> None:
         shown = "localhost" if host in {"127.0.0.1", "::1"} else host
@@ -231,7 +225,7 @@ def serve(settings: Settings) -> int:
     except DatabaseInUse as exc:
         print(f"order-engine: {exc}", file=sys.stderr)
         return 1
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, ChainStateUnavailable) as exc:
         # One line that names the file or server and the cause, not a traceback.
         print(f"order-engine: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -102,11 +102,7 @@ def serve(options: Options) -> int:
     from order_engine.venues.chain_state import ChainState, ChainStateUnavailable
     from order_engine.venues.market import SimulatedMarket
 
-    try:
-        state = ChainState(options.state) if options.state else None
-    except ChainStateUnavailable as exc:
-        print(f"order_engine.chain: cannot start: {exc}", file=sys.stderr)
-        return 1
+    state = ChainState(options.state) if options.state else None  # opened at start
     app = build_chain_app(SimulatedMarket(options.profile, seed=options.seed, state=state))
 
     def banner(_: str) -> None:
@@ -129,6 +125,9 @@ def serve(options: Options) -> int:
             # A caller that gives up (its quote timed out) must not leave a handler behind.
             handler_cancellation=True,
         )
+    except ChainStateUnavailable as exc:
+        print(f"order_engine.chain: cannot start: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         where = f"{options.host}:{options.port}"
         print(f"order_engine.chain: cannot listen on {where}: {exc.strerror}", file=sys.stderr)

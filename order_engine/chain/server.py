@@ -10,7 +10,8 @@ otherwise fail later inside a landing callback, leaving its transaction pending 
 `GET /feed` is the chain's account stream over a WebSocket (`order_engine.chain.feed`).
 
 `/admin/*` are the test and demo controls: hold and release landings, drop transactions,
-fault a venue, read the ledger; move a price, launch a token and list the tokens (the
+fault a venue, read the ledger, wait until a transaction is received (recorded: it will
+land whatever happens to the service); move a price, launch a token and list the tokens (the
 market's `controls`: a refusal names its `field`, as `RemoteMarket` reads it back).
 """
 
@@ -85,6 +86,7 @@ def build_chain_app(market: SimulatedMarket) -> web.Application:
     app.router.add_post("/admin/drop_next", _drop_next)
     app.router.add_post("/admin/faults/{name}", _faults)
     app.router.add_get("/admin/ledger", _ledger)
+    app.router.add_get("/admin/received/{signature}", _received)
     app.router.add_post("/admin/move", _move)
     app.router.add_post("/admin/launch", _launch)
     app.router.add_get("/admin/tokens", _tokens)
@@ -326,6 +328,16 @@ async def _ledger(request: web.Request) -> web.Response:
     chain = request.app[MARKET].chain
     entries = [ledger_entry_to_json(entry) for entry in chain.ledger]
     return json_response({"slot": chain.current_slot(), "entries": entries})
+
+
+async def _received(request: web.Request) -> web.Response:
+    """Until the chain has recorded the signature as received, or `timeout` seconds."""
+    signature = request.match_info["signature"]
+    try:
+        await request.app[MARKET].chain.received(signature, _wait_timeout(request))
+    except TimeoutError:
+        raise Refusal(404, NOT_FOUND, f"the chain has not received {signature}") from None
+    return json_response({"received": True})
 
 
 async def _move(request: web.Request) -> web.Response:

@@ -54,10 +54,12 @@ from order_engine.venues.venue import SimulatedVenue
 log = logging.getLogger("order_engine.venues")
 
 SLOT_SECONDS = 0.4
-# Settled statuses stay in memory this many slots beyond the blockhash window: an engine
-# asks for its transaction's fate within that window (a restarted one, a little after);
-# anything older is read from the state file.
+# Settled statuses stay in memory this many slots beyond the blockhash window (an engine
+# asks for its transaction's fate within that window; a restarted one, a little after), and
+# at most this many of them (a busy chain settles thousands a minute): anything older is
+# read from the state file, which answers for every signature.
 KEEP_MARGIN_SLOTS = 150
+MAX_REMEMBERED = 4096
 # A commit that failed (disk full, I/O error) is tried again after this.
 RETRY_COMMIT_S = 1.0
 _PENDING = TxStatus(TxState.PENDING)
@@ -92,6 +94,7 @@ class SimulatedChain:
         self.slot = 0  # advances with time (see `current_slot`); tests may move it forward
         self._epoch = time.monotonic()
         self.keep_slots = profile.blockhash_validity_slots + KEEP_MARGIN_SLOTS
+        self.max_remembered = MAX_REMEMBERED
         # Received (pending) and recently settled signatures; `_settled` orders the latter
         # by slot, so the oldest are forgotten first.
         self._statuses: dict[str, TxStatus] = {}
@@ -147,11 +150,11 @@ class SimulatedChain:
         signature = tx.signature
         recording = self._receiving.get(signature)
         if recording is None:
-            if signature in self._statuses:
-                return signature  # a resend of the same signed transaction lands at most once
+            # A resend of the same signed transaction lands at most once, however long ago
+            # the first one settled (no longer in memory, still on chain).
+            if signature in self._statuses or self._state.lookup(signature) is not None:
+                return signature
             expired = self.current_slot() > tx.last_valid_slot
-            if expired and self._state.lookup(signature) is not None:
-                return signature  # settled long ago: no longer in memory, still on chain
             self._batch.received.append((tx, expired or self._draw_drop()))
             recording = self._receiving[signature] = self._batch_future()
             self._schedule_flush()
@@ -239,7 +242,7 @@ class SimulatedChain:
     async def received(self, signature: str, timeout: float) -> None:
         """Until the chain has been sent this signature (tests: the engine stores a
         signature before it sends the transaction)."""
-        if signature in self._statuses:
+        if signature in self._statuses or self._state.lookup(signature) is not None:
             return
         event = self._receipts_awaited.setdefault(signature, asyncio.Event())
         async with asyncio.timeout(timeout):
@@ -414,8 +417,10 @@ class SimulatedChain:
             waiter.set_result(None)
 
     def _forget_old(self) -> None:
-        """Statuses settled before the window are read from the file from now on."""
+        """Statuses settled before the window, or beyond the most kept, are read from the
+        file from now on."""
         horizon = self.current_slot() - self.keep_slots
-        while self._settled and self._settled[0][0] < horizon:
+        settled = self._settled
+        while settled and (settled[0][0] < horizon or len(settled) > self.max_remembered):
             _, signature = self._settled.popleft()
             self._statuses.pop(signature, None)

@@ -114,18 +114,33 @@ class Loaded:
 
 class ChainState:
     def __init__(self, path: str | Path = MEMORY) -> None:
-        """Opens (creating) the file at once. Raises ChainStateUnavailable."""
+        """A file is opened by `open()` (the market's start); memory at once."""
         self.path = str(path)
         self.durable = self.path != MEMORY
         self._lock: str | None = None
+        self._db: sqlite3.Connection | None = None
+        if not self.durable:
+            self.open()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"the chain state {self.path} is not open")
+        return self._db
+
+    def open(self) -> None:
+        """Open (creating) the file; again, nothing. Raises ChainStateUnavailable."""
+        if self._db is not None:
+            return
         try:
             if self.durable:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self._lock = ProcessLock.acquire(self.path)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._db = db
         except DatabaseInUse as exc:
             holder = f" (pid {exc.pid})" if exc.pid is not None else ""
             raise ChainStateUnavailable(
@@ -137,8 +152,10 @@ class ChainState:
             raise ChainStateUnavailable(f"cannot open the chain state {self.path}: {exc}") from exc
 
     def close(self) -> None:
+        db, self._db = self._db, None
         try:
-            self._db.close()
+            if db is not None:
+                db.close()
         finally:
             self._unlock()
 
@@ -151,7 +168,7 @@ class ChainState:
 
     def commit(self, batch: ChainBatch) -> None:
         """Everything in `batch` or nothing. Raises sqlite3.Error."""
-        db = self._db
+        db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
@@ -186,28 +203,28 @@ class ChainState:
     def load(self) -> Loaded:
         pools = {
             pool_id: (venue, orjson.loads(state))
-            for pool_id, venue, state in self._db.execute("SELECT pool_id, venue, state FROM pools")
+            for pool_id, venue, state in self.db.execute("SELECT pool_id, venue, state FROM pools")
         }
-        meta = {key: orjson.loads(value) for key, value in self._db.execute("SELECT * FROM meta")}
+        meta = {key: orjson.loads(value) for key, value in self.db.execute("SELECT * FROM meta")}
         return Loaded(pools, meta)
 
     def pending(self, registry: TokenRegistry = REGISTRY) -> list[tuple[Tx, bool]]:
         """The transactions received and not yet settled, in the order they came."""
-        rows = self._db.execute("SELECT tx, dropped FROM pending ORDER BY rowid")
+        rows = self.db.execute("SELECT tx, dropped FROM pending ORDER BY rowid")
         return [
             (tx_from_fields(Fields(orjson.loads(tx), "tx", registry)), bool(dropped))
             for tx, dropped in rows
         ]
 
     def lookup(self, signature: str) -> Settled | None:
-        row = self._db.execute(
+        row = self.db.execute(
             f"SELECT {_SETTLED_COLUMNS} FROM settled WHERE signature = ?", (signature,)
         ).fetchone()
         return None if row is None else _settled_from_row(row)
 
     def ledger(self) -> list[LedgerEntry]:
         """Every landed transaction, in landing order."""
-        rows = self._db.execute(
+        rows = self.db.execute(
             f"SELECT {_SETTLED_COLUMNS} FROM settled WHERE state = ? ORDER BY seq",
             (TxState.LANDED.value,),
         )
@@ -215,7 +232,7 @@ class ChainState:
         return [entry for entry in entries if entry is not None]
 
     def landed_count(self, signature: str) -> int:
-        row = self._db.execute(
+        row = self.db.execute(
             "SELECT count(*) FROM settled WHERE signature = ? AND state = ?",
             (signature, TxState.LANDED.value),
         ).fetchone()

@@ -78,7 +78,7 @@ class SimulatedMarket:
         """`registry` describes this market's chain: which upcoming tokens its pools make
         tradable (none, when it starts). One market per registry, then: the process's
         engine resolves tokens against the same one. `state`: the chain's state file (by
-        default a memory one, forgotten with the market); what it holds is restored."""
+        default a memory one, forgotten with the market), opened and restored by `start`."""
         self.profile = profile
         self.registry = registry
         self._rng = random.Random(seed)
@@ -120,8 +120,7 @@ class SimulatedMarket:
         self._launched: list[dict[str, Any]] = []  # {symbol, venue, tvl}, in launch order
         self._unsaved: set[str] = set()  # pools changed since last committed
         self._moved = False  # the market's own state too
-        if state is not None:
-            market_state.restore(self, state.load())
+        self._state = state
         for name, venue in self.venues.items():
             for pool in venue.pools.values():
                 self.feed.follow(name, pool)
@@ -260,6 +259,9 @@ class SimulatedMarket:
 
     async def start(self) -> None:
         if not self._resumed:
+            if self._state is not None:  # raises ChainStateUnavailable
+                self._state.open()
+                market_state.restore(self, self._state.load())
             self._resumed = True
             resumed = self.chain.resume(self.registry)
             if resumed:
@@ -278,7 +280,8 @@ class SimulatedMarket:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._slots = self._launcher = None
-        self.chain.flush()  # what moved since the last commit
+        if self._resumed:
+            self.chain.flush()  # what moved since the last commit
 
     async def _drift(self) -> None:
         while True:

@@ -41,7 +41,8 @@ def take_unsaved(market: SimulatedMarket) -> tuple[list[PoolRow], dict[str, Any]
 
 def restore(market: SimulatedMarket, loaded: Loaded) -> None:
     """Become the market a state file holds (nothing, for a new file): its clocks, its
-    launched tokens and their pools first, then every pool's last committed state."""
+    launched tokens and their pools first, then every pool's last committed state. Before
+    anyone follows the market's feed: its pools change without being published."""
     market.chain.restore_clock(loaded.meta)
     saved = loaded.meta.get("market")
     if isinstance(saved, dict):
@@ -55,6 +56,7 @@ def restore(market: SimulatedMarket, loaded: Loaded) -> None:
             pool = pool_from_state(stored[1])
             market.venues[spec.venue].add_pool(pool)
             market._track(spec, pool)
+            market.feed.follow(spec.venue, pool)
             market.registry.mark_launched(spec.token_x)
             market._launched.append(launched)
         market.fair.restore(saved["fair"])

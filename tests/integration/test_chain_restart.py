@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import aiohttp
 from order_engine.venues.base import LedgerEntry
 from order_engine.venues.chain_state import ChainState
 from order_engine.venues.tokens import REGISTRY
-from tests.support.processes import Process, chain_service, engine, free_port
+from tests.support.processes import Process, chain_service, engine, free_port, run
 
 ORDERS = 6
 ORDER = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": "1.5"}
@@ -61,14 +62,16 @@ async def submit(http: aiohttp.ClientSession, base: str) -> str:
         return order_id
 
 
-async def until_submitted(http: aiohttp.ClientSession, base: str, order_id: str) -> None:
+async def until_submitted(http: aiohttp.ClientSession, base: str, order_id: str) -> str:
+    """The order's signature, once it is `submitted` (stored; the engine sends it next)."""
     url = f"{base}/api/order/status?orderId={order_id}"
     async with asyncio.timeout(WAIT_S), http.ws_connect(url) as ws:
         while True:
-            status = (await ws.receive_json())["status"]
-            assert status not in ("confirmed", "failed"), status
-            if status == "submitted":
-                return
+            event = await ws.receive_json()
+            assert event["status"] not in ("confirmed", "failed"), event
+            if event["status"] == "submitted":
+                signature: str = event["data"]["txHash"]
+                return signature
 
 
 async def history(http: aiohttp.ClientSession, base: str, order_id: str) -> list[dict[str, Any]]:
@@ -81,9 +84,19 @@ async def history(http: aiohttp.ClientSession, base: str, order_id: str) -> list
     return seen
 
 
-async def orders_in_flight(http: aiohttp.ClientSession, base: str) -> list[str]:
+async def orders_in_flight(
+    http: aiohttp.ClientSession, base: str, chain_url: str | None = None
+) -> list[str]:
+    """Orders `submitted`, and with the chain service, received by it: a transaction the
+    engine had not yet sent when the chain died is rebuilt once its blockhash expires,
+    rightly, but a minute later."""
     order_ids = [await submit(http, base) for _ in range(ORDERS)]
-    await asyncio.gather(*(until_submitted(http, base, order_id) for order_id in order_ids))
+    signatures = await asyncio.gather(*(until_submitted(http, base, o) for o in order_ids))
+    if chain_url is not None:
+        for signature in signatures:
+            url = f"{chain_url}/admin/received/{signature}"
+            async with http.get(url, params={"timeout": str(WAIT_S)}) as resp:
+                assert resp.status == 200, await resp.text()
     return order_ids
 
 
@@ -117,6 +130,7 @@ def assert_executed_once(
 def chain_ledger(path: Path) -> list[LedgerEntry]:
     """The ledger as the chain's file holds it (its process is gone)."""
     state = ChainState(path)
+    state.open()
     try:
         return state.ledger()
     finally:
@@ -148,7 +162,8 @@ async def test_a_chain_service_killed_under_a_running_engine_lands_each_once(
     config.write_text(CONFIG)
     state = tmp_path / "chain-state" / "chain.db"
     port = free_port()
-    options = ("--port", str(port), "--config", str(config), "--state", str(state))
+    options = ("--port", str(port), "--config", str(config), "--profile", "slowland")
+    options = (*options, "--state", str(state))
     chain_url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http, chain_service(tmp_path, *options) as chain:
         env = {
@@ -156,7 +171,7 @@ async def test_a_chain_service_killed_under_a_running_engine_lands_each_once(
             "ORDER_ENGINE_ENGINE_RETRY_MAX_MS": "500",
         }
         async with engine(tmp_path, "engine", env=env) as replica:
-            order_ids = await orders_in_flight(http, replica.url)
+            order_ids = await orders_in_flight(http, replica.url, chain_url)
             await killed(chain)
             async with chain_service(tmp_path, *options) as restarted:
                 finished = await asyncio.gather(
@@ -164,3 +179,20 @@ async def test_a_chain_service_killed_under_a_running_engine_lands_each_once(
                 )
                 await killed(restarted)
     assert_executed_once(dict(zip(order_ids, finished, strict=True)), chain_ledger(state))
+
+
+async def test_a_second_chain_on_the_same_state_file_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "chain.db"
+    async with chain_service(tmp_path, "--state", str(state)) as first:
+        second = await run(
+            [sys.executable, "-m", "order_engine.chain", "--port", str(free_port())],
+            timeout=30,
+            cwd=tmp_path,
+            env={"CHAIN_STATE": str(state)},
+        )
+        assert second.returncode == 1, second
+        [line] = second.stderr.strip().splitlines()
+        assert line == (
+            f"order_engine.chain: cannot start: the chain state {state} is in use by another"
+            f" process (pid {first.pid}): one simulated chain per file"
+        )

@@ -1,7 +1,7 @@
 """The simulated chain's state file: a chain built on it again is the chain that stopped
 (pools, ledger, statuses, launched tokens, slots), lands the transactions it had received
 while their blockhash is valid and never those that expired; and it keeps in memory only
-the statuses of recent slots."""
+the statuses of recent slots, and at most so many."""
 
 from __future__ import annotations
 
@@ -133,19 +133,35 @@ async def test_only_recent_statuses_stay_in_memory(tmp_path: Path) -> None:
         assert (await chain.wait(first.signature, 1)).state is TxState.LANDED
 
 
-async def test_a_status_is_known_only_once_committed(tmp_path: Path) -> None:
+async def test_at_most_max_remembered_statuses_stay_in_memory(tmp_path: Path) -> None:
     async with market_on(tmp_path / "chain.db") as market:
         chain = market.chain
-        seen: list[int] = []
+        chain.max_remembered = 20
+        txs = [await landed(market) for _ in range(100)]  # all within the blockhash window
+        assert chain.remembered == 20
+        assert len(chain.ledger) == 100
+        for tx in txs[:10]:  # forgotten by memory: a resend is still known, lands nothing
+            await chain.submit(tx)
+            assert (await chain.status(tx.signature)).state is TxState.LANDED
+            assert chain.landed_count(tx.signature) == 1
+        assert chain.remembered == 20
+
+
+async def test_a_landing_is_committed_before_anyone_can_see_it(tmp_path: Path) -> None:
+    """Not by a status query, not on the account stream: at its commit the transaction is
+    still pending and the feed has published nothing of the pools it moved."""
+    async with market_on(tmp_path / "chain.db") as market:
+        chain = market.chain
+        seen: list[tuple[TxState, int]] = []
         commit: Callable[..., None] = chain._state.commit
+        published = market.feed.last_seq
 
         def observed(batch: Any) -> None:
-            # At commit time no landing of the batch is known to anyone yet.
             for settled in batch.settled:
-                seen.append(len(chain.ledger))
-                assert chain._statuses[settled.signature].state is TxState.PENDING
+                seen.append((chain._known(settled.signature).state, market.feed.last_seq))
             commit(batch)
 
         chain._state.commit = observed  # type: ignore[method-assign]
         await landed(market)
-        assert seen == [0]
+        assert seen == [(TxState.PENDING, published)]
+        assert market.feed.last_seq > published  # published once committed
