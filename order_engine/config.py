@@ -155,7 +155,7 @@ class VenueSettings:
     chain_url: str = ""
     # The in-process chain's state file (its ledger, transactions received, pools), so a
     # restart neither forgets nor repeats a swap; "" keeps it in memory (forgotten on exit).
-    # The chain service takes its own (--state, CHAIN_STATE).
+    # The chain service has its own (--state, CHAIN_STATE; data/chain-service.db).
     chain_state: str = "data/chain.db"
     # Split an order across venues only if it yields at least this much more output.
     split_min_gain_bps: float = 1.0

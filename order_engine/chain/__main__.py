@@ -17,6 +17,9 @@ from order_engine.runtime import install_uvloop
 from order_engine.venues.profiles import Profile
 
 DEFAULT_PORT = 3100
+# Not the in-process chain's file ([venues] chain_state): an engine run beside the service
+# must not find its chain's file taken, nor trade on the service's history.
+DEFAULT_STATE = "data/chain-service.db"
 # In-flight long polls are cut short on shutdown; the remote adapter reports them as
 # transient and the engine asks again, so waiting the full 30 s would buy nothing.
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -48,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "--state",
         help="the chain's state file: its ledger, transactions received and pools, kept"
         " across restarts; '' keeps them in memory (default env CHAIN_STATE, else"
-        " [venues] chain_state)",
+        f" {DEFAULT_STATE})",
     )
     return parser
 
@@ -65,9 +68,7 @@ def _options(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
     if not 0 < port < 65536:
         raise ConfigError(f"port must be 1..65535, not {port}")
     seed = settings.venues.seed if args.seed is None else args.seed
-    state = args.state if args.state is not None else env.get("CHAIN_STATE")
-    if state is None:
-        state = settings.venues.chain_state
+    state = args.state if args.state is not None else env.get("CHAIN_STATE", DEFAULT_STATE)
     return Options(args.host, port, settings.profiles[name], seed, settings.server.log_level, state)
 
 
