@@ -254,7 +254,8 @@ class SimulatedMarket:
         self._track(spec, pool)
         self.feed.add_pool(spec.venue, pool)
         self._unsaved.add(pool_id)
-        self.chain.flush()  # a new pool is rare and must not be lost: committed at once
+        if self._state is None or self._resumed:  # a file is open once the market started
+            self.chain.flush()  # a new pool is rare and must not be lost: committed at once
         return pool
 
     async def start(self) -> None:
