@@ -10,8 +10,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from order_engine import __version__
 from order_engine.config import (
     ROLES,
@@ -185,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(settings: Settings) -> int:
     configure_logs(settings.server.log_level, settings.server.log_format)
     install_uvloop()
-    from order_engine.app import build_app  # after the loop policy is chosen
+    from order_engine.app import SERVICES, build_app  # after the loop policy is chosen
+    from order_engine.serving import serve as serve_app
     from order_engine.store import StoreUnavailable
     from order_engine.store.sqlite_lock import DatabaseInUse
     from order_engine.venues.chain_state import ChainStateUnavailable
@@ -201,7 +200,7 @@ def serve(settings: Settings) -> int:
         return 1
     app = build_app(settings)
 
-    def banner(_: str) -> None:
+    def banner() -> None:
         shown = "localhost" if host in {"127.0.0.1", "::1"} else host
         print(
             f"order_engine {__version__} listening on http://{host}:{port}"
@@ -214,14 +213,10 @@ def serve(settings: Settings) -> int:
         )
 
     try:
-        web.run_app(
-            app,
-            sock=sockets,
-            print=banner,
-            shutdown_timeout=settings.server.shutdown_grace_s + 5,
-            access_log=None,
-            handle_signals=True,
-        )
+        metrics = app[SERVICES].metrics
+        asyncio.run(serve_app(app, sockets, settings, metrics, ready=banner))
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 130
     except DatabaseInUse as exc:
         print(f"order-engine: {exc}", file=sys.stderr)
         return 1

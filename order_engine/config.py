@@ -9,6 +9,7 @@ meaning. Bad configuration raises `ConfigError` with one line that says what and
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -33,6 +34,12 @@ class ServerSettings:
     max_body_bytes: int = 16_384
     # A request body must arrive within this (slow senders would hold handlers forever).
     body_timeout_s: float = 10.0
+    # A request's head (request line and headers) must arrive within this of the connection
+    # opening or of the head's first byte; a client that trickles one in (slowloris) is cut off.
+    header_timeout_s: float = 10.0
+    # A connection idle between requests is closed after this. Behind a proxy that keeps
+    # connections to the engine alive, keep the proxy's idle timeout the shorter one.
+    keepalive_timeout_s: float = 15.0
     # How long a graceful stop waits for in-flight stages before cancelling them.
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
@@ -90,6 +97,17 @@ class LimitSettings:
     # trusted proxy saw; entries left of it are the client's own.
     trust_forwarded_for: bool = False
     trusted_proxy_hops: int = 1
+    # Open connections (at the TCP level, before any API key is read) per peer address, and
+    # in all; beyond either a new connection is refused at once (429 or 503, then closed).
+    # Per address, a connection that became a WebSocket no longer counts (websockets_per_client
+    # does); the total counts every connection: it is what keeps file descriptors free.
+    # 0 = unlimited.
+    connections_per_address: int = 256
+    max_connections: int = 10_000
+    # Peers exempt from connections_per_address (addresses or networks, e.g. "10.0.0.0/8"):
+    # the proxies in front, whose connections carry every client's. With trust_forwarded_for
+    # and none listed, every peer is taken for such a proxy and only max_connections holds.
+    connections_exempt: tuple[str, ...] = ()
 
     @property
     def proxy_hops(self) -> int:
@@ -340,6 +358,8 @@ def validate(s: Settings) -> None:
     need(0 < s.server.port < 65536, f"server.port must be 1..65535, not {s.server.port}")
     need(s.server.max_body_bytes >= 256, "server.max_body_bytes must be at least 256")
     need(s.server.body_timeout_s > 0, "server.body_timeout_s must be positive")
+    need(s.server.header_timeout_s > 0, "server.header_timeout_s must be positive")
+    need(s.server.keepalive_timeout_s > 0, "server.keepalive_timeout_s must be positive")
     need(s.hub.audit_interval_s > 0, "hub.audit_interval_s must be positive")
     need(s.server.log_format in ("text", "json"), "server.log_format must be text or json")
     need(s.engine.workers >= 1, "engine.workers must be at least 1")
@@ -389,6 +409,13 @@ def validate(s: Settings) -> None:
     need(s.limits.burst >= 1, "limits.burst must be at least 1")
     need(s.limits.websockets_per_client >= 0, "limits.websockets_per_client must not be negative")
     need(s.limits.trusted_proxy_hops >= 1, "limits.trusted_proxy_hops must be at least 1")
+    need(
+        s.limits.connections_per_address >= 0,
+        "limits.connections_per_address must not be negative",
+    )
+    need(s.limits.max_connections >= 0, "limits.max_connections must not be negative")
+    for entry in s.limits.connections_exempt:
+        need(_is_network(entry), f"limits.connections_exempt: {entry!r} is no address or network")
     for entry in s.auth.api_keys:
         name, _, digest = entry.partition(":")
         need(
@@ -398,6 +425,14 @@ def validate(s: Settings) -> None:
         )
     names = [entry.partition(":")[0] for entry in s.auth.api_keys]
     need(len(names) == len(set(names)), "auth.api_keys names must be unique")
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def default_config_path() -> Path | None:

@@ -82,6 +82,23 @@ class Metrics:
             buckets=_BATCH,
             registry=r,
         )
+        # Counted by the server's edge (order_engine.serving), below any request handling.
+        self.connections = Gauge(
+            "order_engine_http_connections",
+            "Open client connections, WebSockets included",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "order_engine_http_connections_refused",
+            "Connections refused on arrival: over the per-address or the total cap",
+            ["cap"],
+            registry=r,
+        )
+        self.head_timeouts = Counter(
+            "order_engine_http_head_timeouts",
+            "Connections closed because a request's head did not arrive in time",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "order_engine_queue_depth", "Orders waiting for a worker", registry=r
         )

@@ -4,14 +4,18 @@ off when their peer stops reading."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, hdrs, web
 
 from order_engine.api.errors import ApiError
 
 CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY  # 1001: server shutting down
 CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER  # 1013: server cannot serve now
 CLOSE_TIMEOUT_S = 2.0  # a peer that has not answered a close by then is cut off
+# What aiohttp's handshake takes; 13 is RFC 6455's, the one a refusal names.
+WEBSOCKET_VERSIONS = ("13", "8", "7")
 
 
 class SlowConsumer(Exception):
@@ -92,3 +96,55 @@ def abort_connection(request: web.BaseRequest) -> None:
     transport = request.transport
     if transport is not None:  # None: the connection is already gone
         transport.abort()
+
+
+def check_handshake(ws: web.WebSocketResponse, request: web.BaseRequest) -> None:
+    """Raises 400 naming the header at fault unless `request` is a WebSocket handshake that
+    `ws` can take: aiohttp's own check says only yes or no."""
+    refusal = handshake_refusal(request)
+    if refusal is None and not ws.can_prepare(request).ok:  # a check aiohttp added since
+        refusal = ApiError(400, "invalid_handshake", "the WebSocket handshake is not valid")
+    if refusal is not None:
+        raise refusal
+
+
+def handshake_refusal(request: web.BaseRequest) -> ApiError | None:
+    """Why `request` is no valid WebSocket handshake, in the order aiohttp checks (None:
+    it is one)."""
+    headers = request.headers
+    if headers.get(hdrs.UPGRADE, "").lower().strip() != "websocket":
+        return ApiError(
+            400,
+            "websocket_required",
+            "this endpoint speaks WebSocket: send an Upgrade request (Upgrade: websocket)",
+        )
+    tokens = {token.strip().lower() for token in headers.get(hdrs.CONNECTION, "").split(",")}
+    if "upgrade" not in tokens:
+        return _header_refusal(request, hdrs.CONNECTION, "must include 'Upgrade'")
+    version = headers.get(hdrs.SEC_WEBSOCKET_VERSION)
+    if version not in WEBSOCKET_VERSIONS:
+        return _header_refusal(
+            request,
+            hdrs.SEC_WEBSOCKET_VERSION,
+            f"must be {WEBSOCKET_VERSIONS[0]}",
+            # RFC 6455 4.2.2: a refused version is answered with the ones understood.
+            {hdrs.SEC_WEBSOCKET_VERSION: WEBSOCKET_VERSIONS[0]},
+        )
+    key = headers.get(hdrs.SEC_WEBSOCKET_KEY)
+    try:
+        valid = bool(key) and len(base64.b64decode(key or "")) == 16
+    except binascii.Error:
+        valid = False
+    if not valid:
+        return _header_refusal(request, hdrs.SEC_WEBSOCKET_KEY, "must be 16 bytes in base64")
+    return None
+
+
+def _header_refusal(
+    request: web.BaseRequest, name: str, must: str, headers: dict[str, str] | None = None
+) -> ApiError:
+    if name in request.headers:
+        code, message = "invalid_header", f"{name} {must}, not {request.headers[name][:64]!r}"
+    else:
+        code, message = "missing_header", f"a WebSocket handshake needs {name}: it {must}"
+    return ApiError(400, code, message, field=name, headers=headers)

@@ -28,6 +28,7 @@ from order_engine.api.sockets import (
     Connections,
     SlowConsumer,
     abort_connection,
+    check_handshake,
     close_socket,
 )
 from order_engine.api.validation import parse_after, parse_json, parse_order_id
@@ -249,12 +250,7 @@ class OrderStreams:
             protocols=(SUBPROTOCOL,),  # never the key's: the answer names what it picked
         )
         try:
-            if not ws.can_prepare(request).ok:
-                raise ApiError(
-                    400,
-                    "websocket_required",
-                    "this endpoint speaks WebSocket: send an Upgrade request",
-                )
+            check_handshake(ws, request)
             await ws.prepare(request)
         except BaseException:
             self._connections.release(client)

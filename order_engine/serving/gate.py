@@ -1,0 +1,103 @@
+"""How many connections are open, per peer address and in all: the count a new connection
+is admitted or refused by, before it may read a byte of a request."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from order_engine.config import LimitSettings
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Refusal(Enum):
+    PER_ADDRESS = "per_address"
+    TOTAL = "total"
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted connection's place: `address` is None once it no longer counts against
+    its address (exempt, or upgraded to a WebSocket)."""
+
+    address: str | None
+    open: bool = True
+
+
+class ConnectionGate:
+    """`per_address`, `total`: 0 = no cap. `exempt`: peers the per-address cap spares."""
+
+    def __init__(self, per_address: int, total: int, exempt: Iterable[Network] = ()) -> None:
+        self._per_address = per_address
+        self._total = total
+        self._exempt = tuple(exempt)
+        self._counts: dict[str, int] = {}
+        self._open = 0
+
+    @classmethod
+    def from_settings(cls, limits: LimitSettings) -> ConnectionGate:
+        exempt = [ipaddress.ip_network(entry, strict=False) for entry in limits.connections_exempt]
+        per_address = limits.connections_per_address
+        if limits.trust_forwarded_for and not exempt:
+            # Every peer is taken for a proxy then: capping one would cap all its clients.
+            per_address = 0
+        return cls(per_address, limits.max_connections, exempt)
+
+    @property
+    def limits(self) -> tuple[int, int]:
+        return self._per_address, self._total
+
+    def __len__(self) -> int:
+        return self._open
+
+    def count(self, address: str) -> int:
+        return self._counts.get(address, 0)
+
+    def admit(self, peer: Any) -> Ticket | Refusal:
+        """`peer`: the transport's peername (a tuple for TCP, else anything)."""
+        if self._total and self._open >= self._total:
+            return Refusal.TOTAL
+        address = self._capped_address(peer)
+        if address is not None:
+            count = self._counts.get(address, 0)
+            if count >= self._per_address:
+                return Refusal.PER_ADDRESS
+            self._counts[address] = count + 1
+        self._open += 1
+        return Ticket(address)
+
+    def leave_address(self, ticket: Ticket) -> None:
+        """The connection stays open but no longer counts against its address."""
+        address, ticket.address = ticket.address, None
+        if address is not None:
+            left = self._counts[address] - 1
+            if left:
+                self._counts[address] = left
+            else:
+                del self._counts[address]
+
+    def release(self, ticket: Ticket) -> None:
+        if ticket.open:
+            ticket.open = False
+            self.leave_address(ticket)
+            self._open -= 1
+
+    def _capped_address(self, peer: Any) -> str | None:
+        """The address the per-address cap counts `peer` under, None when none applies."""
+        if not self._per_address:
+            return None
+        if not isinstance(peer, tuple) or not peer:  # a Unix socket: no address to count
+            return None
+        try:
+            ip = ipaddress.ip_address(peer[0])
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # a dual-stack socket's IPv4 peer is the same client
+        if any(ip in network for network in self._exempt):
+            return None
+        return str(ip)

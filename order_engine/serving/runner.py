@@ -1,0 +1,110 @@
+"""The app served on listening sockets under the edge rules (`protocol.EdgeHandler`): what
+the command line runs until it is told to stop, and what tests start to reach the same path.
+
+aiohttp's own sites make its plain `RequestHandler`; `EdgeSite` is `web.SockSite` with the
+protocol factory its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from aiohttp import web
+from yarl import URL
+
+from order_engine.config import Settings
+from order_engine.metrics import Metrics
+from order_engine.serving.gate import ConnectionGate
+from order_engine.serving.protocol import EdgeHandler, EdgeRules
+
+
+class EdgeSite(web.BaseSite):
+    __slots__ = ("_factory", "_name", "_sock")
+
+    def __init__(
+        self, runner: web.BaseRunner, sock: socket.socket, factory: Callable[[], EdgeHandler]
+    ) -> None:
+        super().__init__(runner)
+        self._sock = sock
+        self._factory = factory
+        host, port = sock.getsockname()[:2]
+        self._name = str(URL.build(scheme="http", host=host, port=port))
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._factory, sock=self._sock, backlog=self._backlog
+        )
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application,
+    sockets: Sequence[socket.socket],
+    settings: Settings,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[EdgeRules]:
+    """Started (the app's start-up run, every socket accepting) inside; stopped gracefully
+    on leaving, as `web.run_app` stops."""
+    gate = ConnectionGate.from_settings(settings.limits)
+    rules = EdgeRules(gate, settings.server.header_timeout_s, metrics)
+    if metrics is not None:
+        metrics.connections.set_function(gate.__len__)
+    runner = web.AppRunner(app, shutdown_timeout=settings.server.shutdown_grace_s + 5)
+    try:
+        await runner.setup()
+        server = runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        keepalive_timeout = settings.server.keepalive_timeout_s
+
+        def handler() -> EdgeHandler:
+            return EdgeHandler(
+                server, rules=rules, loop=loop, keepalive_timeout=keepalive_timeout, access_log=None
+            )
+
+        for sock in sockets:
+            await EdgeSite(runner, sock, handler).start()
+        yield rules
+    finally:
+        await runner.cleanup()
+
+
+async def serve(
+    app: web.Application,
+    sockets: Sequence[socket.socket],
+    settings: Settings,
+    metrics: Metrics,
+    ready: Callable[[], None],
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully; a second signal while stopping
+    interrupts the stop (KeyboardInterrupt for SIGINT)."""
+    async with serving(app, sockets, settings, metrics):
+        ready()
+        await _signalled()
+
+
+async def _signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+    except NotImplementedError:  # Windows: Ctrl-C cancels the task instead
+        pass
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
