@@ -64,6 +64,8 @@ def test_a_profile_can_be_tuned_and_a_new_one_defined(tmp_path: Path) -> None:
         ("[profiles.instant]\nland_latency_ms = [10, 1]\n", {}, "land_latency_ms"),
         ("[profiles.instant]\ndrop_rate = 1.5\n", {}, "drop_rate"),
         ("[engine\n", {}, "not valid TOML"),
+        ("[limits]\nconnections_exempt = ['nginx']\n", {}, "limits.connections_exempt"),
+        ("", {"ORDER_ENGINE_SERVER_HEADER_TIMEOUT_S": "0"}, "server.header_timeout_s"),
     ],
 )
 def test_bad_configuration_is_one_clear_error(
