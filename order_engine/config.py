@@ -101,9 +101,8 @@ class LimitSettings:
     # in all; beyond either a new connection is refused at once (429 or 503, then closed).
     # Per address, a connection that became a WebSocket no longer counts (websockets_per_client
     # does); the total counts every connection: it is what keeps file descriptors free.
-    # 0 = unlimited.
-    connections_per_address: int = 256
-    max_connections: int = 10_000
+    connections_per_address: int = 1_024  # 0 = unlimited
+    max_connections: int = 0  # 0: the open-file limit (ulimit -n) less a tenth kept spare
     # Peers exempt from connections_per_address (addresses or networks, e.g. "10.0.0.0/8"):
     # the proxies in front, whose connections carry every client's. With trust_forwarded_for
     # and none listed, every peer is taken for such a proxy and only max_connections holds.

@@ -14,6 +14,21 @@ from order_engine.config import LimitSettings
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def descriptor_budget() -> int:
+    """The connections the process's open-file limit leaves room for, a tenth of it (at least
+    64) kept for the rest (the store, Redis, logs, the chain service); 0 (no cap) where the
+    limit is unknown or infinite: beyond it accept() fails, and asyncio stops accepting
+    anyone for a while."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 0
+    return max(soft - max(64, soft // 10), 1)
+
+
 class Refusal(Enum):
     PER_ADDRESS = "per_address"
     TOTAL = "total"
@@ -45,7 +60,7 @@ class ConnectionGate:
         if limits.trust_forwarded_for and not exempt:
             # Every peer is taken for a proxy then: capping one would cap all its clients.
             per_address = 0
-        return cls(per_address, limits.max_connections, exempt)
+        return cls(per_address, limits.max_connections or descriptor_budget(), exempt)
 
     @property
     def limits(self) -> tuple[int, int]:

@@ -13,7 +13,6 @@ fails if an upgrade of aiohttp drops them or stops calling these methods.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -31,8 +30,6 @@ from order_engine.serving.refusals import (
     server_busy,
     too_many_connections,
 )
-
-log = logging.getLogger("order_engine.serving")
 
 # What of RequestHandler's own state is read here (see the module's docstring).
 _AIOHTTP_STATE = ("_waiter", "_request_count")

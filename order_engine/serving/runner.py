@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,6 +21,8 @@ from order_engine.config import Settings
 from order_engine.metrics import Metrics
 from order_engine.serving.gate import ConnectionGate
 from order_engine.serving.protocol import EdgeHandler, EdgeRules
+
+log = logging.getLogger("order_engine.serving")
 
 
 class EdgeSite(web.BaseSite):
@@ -56,6 +59,15 @@ async def serving(
     """Started (the app's start-up run, every socket accepting) inside; stopped gracefully
     on leaving, as `web.run_app` stops."""
     gate = ConnectionGate.from_settings(settings.limits)
+    per_address, total = gate.limits
+    log.info(
+        "connections: at most %s per address, %s in all; request heads due within %g s,"
+        " idle connections closed after %g s",
+        per_address or "any number",
+        total or "any number",
+        settings.server.header_timeout_s,
+        settings.server.keepalive_timeout_s,
+    )
     rules = EdgeRules(gate, settings.server.header_timeout_s, metrics)
     if metrics is not None:
         metrics.connections.set_function(gate.__len__)

@@ -23,8 +23,8 @@ OTHER_ADDRESS = "127.0.0.2"  # Linux routes all of 127/8 to loopback
 
 
 def edge_settings(tmp_path: Path, **limits: Any) -> Settings:
-    """Test settings with connection caps off unless `limits` sets them."""
-    caps = {"connections_per_address": 0, "max_connections": 0, **limits}
+    """Test settings with no per-address cap unless `limits` sets one."""
+    caps = {"connections_per_address": 0, **limits}
     return make_settings(tmp_path, limits=caps)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from order_engine.config import LimitSettings
-from order_engine.serving.gate import ConnectionGate, Refusal, Ticket
+from order_engine.serving.gate import ConnectionGate, Refusal, Ticket, descriptor_budget
 
 
 def admitted(gate: ConnectionGate, host: str) -> Ticket:
@@ -73,3 +75,13 @@ def test_behind_a_trusted_proxy_nobody_listed_means_every_peer_is_spared() -> No
         admitted(gate, "10.0.0.1")
     admitted(gate, "192.0.2.1")
     assert gate.admit(("192.0.2.1", 1)) is Refusal.PER_ADDRESS
+
+
+def test_the_default_total_leaves_file_descriptors_spare() -> None:
+    resource = pytest.importorskip("resource")  # not on Windows
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    gate = ConnectionGate.from_settings(LimitSettings(max_connections=0))
+    assert gate.limits[1] == descriptor_budget()
+    if soft != resource.RLIM_INFINITY:
+        assert 0 < gate.limits[1] <= soft - 64
+    assert ConnectionGate.from_settings(LimitSettings(max_connections=5)).limits[1] == 5
