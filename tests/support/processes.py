@@ -327,6 +327,7 @@ http {{
         least_conn;
 {servers}
         keepalive 32;
+        keepalive_timeout 10s;
     }}
     server {{
         listen 127.0.0.1:{port};
