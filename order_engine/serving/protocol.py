@@ -103,14 +103,15 @@ class EdgeHandler(web.RequestHandler):
     # -- request heads ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if data and self._idle():
-            self._head_started = True
-            self._arm_head_timer()
+        starts_head = bool(data) and self._idle()
         requests = self._request_count
         super().data_received(data)
         if self._request_count != requests:  # a whole head was read (or refused)
             self._head_started = False
             self._cancel_head_timer()
+        elif starts_head:  # timed only when a head does not come whole, as most do
+            self._head_started = True
+            self._arm_head_timer()
 
     def _idle(self) -> bool:
         """Waiting for a request, none being handled (a body's bytes do not start a head)."""
