@@ -1,4 +1,4 @@
-"""aiohttp's connection handler with the server's edge rules: connections over a cap refused
+"""aiohttp's connection handler with the server's own rules: connections over a cap refused
 at once, a request head that does not arrive in time cut off, and the errors aiohttp answers
 itself (a request its parser rejects, a handler failing past every middleware) in the API's
 JSON shape.
@@ -35,7 +35,7 @@ from order_engine.serving.refusals import (
 _AIOHTTP_STATE = ("_waiter", "_request_count")
 
 
-class EdgeRules:
+class ConnectionRules:
     """What every connection of one server shares: its gate, its timeouts, its counters."""
 
     def __init__(
@@ -64,8 +64,8 @@ class EdgeRules:
         return self._timed_out
 
 
-class EdgeHandler(web.RequestHandler):
-    def __init__(self, manager: web.Server, *, rules: EdgeRules, **kwargs: Any) -> None:
+class GuardedRequestHandler(web.RequestHandler):
+    def __init__(self, manager: web.Server, *, rules: ConnectionRules, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._rules = rules
         self._ticket: Ticket | None = None

@@ -1,8 +1,9 @@
-"""The app served on listening sockets under the edge rules (`protocol.EdgeHandler`): what
-the command line runs until it is told to stop, and what tests start to reach the same path.
+"""The app served on listening sockets under the connection rules
+(`protocol.GuardedRequestHandler`): what the command line runs until it is told to stop, and
+what tests start to reach the same path.
 
-aiohttp's own sites make its plain `RequestHandler`; `EdgeSite` is `web.SockSite` with the
-protocol factory its own.
+aiohttp's own sites make its plain `RequestHandler`; `GuardedSite` is `web.SockSite` with a
+protocol factory of its own.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from yarl import URL
 from order_engine.config import Settings
 from order_engine.metrics import Metrics
 from order_engine.serving.gate import ConnectionGate
-from order_engine.serving.protocol import EdgeHandler, EdgeRules
+from order_engine.serving.protocol import ConnectionRules, GuardedRequestHandler
 
 log = logging.getLogger("order_engine.serving")
 
 
-class EdgeSite(web.BaseSite):
+class GuardedSite(web.BaseSite):
     __slots__ = ("_factory", "_name", "_sock")
 
     def __init__(
-        self, runner: web.BaseRunner, sock: socket.socket, factory: Callable[[], EdgeHandler]
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        factory: Callable[[], GuardedRequestHandler],
     ) -> None:
         super().__init__(runner)
         self._sock = sock
@@ -55,7 +59,7 @@ async def serving(
     sockets: Sequence[socket.socket],
     settings: Settings,
     metrics: Metrics | None = None,
-) -> AsyncIterator[EdgeRules]:
+) -> AsyncIterator[ConnectionRules]:
     """Started (the app's start-up run, every socket accepting) inside; stopped gracefully
     on leaving, as `web.run_app` stops."""
     gate = ConnectionGate.from_settings(settings.limits)
@@ -68,7 +72,7 @@ async def serving(
         settings.server.header_timeout_s,
         settings.server.keepalive_timeout_s,
     )
-    rules = EdgeRules(gate, settings.server.header_timeout_s, metrics)
+    rules = ConnectionRules(gate, settings.server.header_timeout_s, metrics)
     if metrics is not None:
         metrics.connections.set_function(gate.__len__)
     runner = web.AppRunner(app, shutdown_timeout=settings.server.shutdown_grace_s + 5)
@@ -79,13 +83,13 @@ async def serving(
         loop = asyncio.get_running_loop()
         keepalive_timeout = settings.server.keepalive_timeout_s
 
-        def handler() -> EdgeHandler:
-            return EdgeHandler(
+        def handler() -> GuardedRequestHandler:
+            return GuardedRequestHandler(
                 server, rules=rules, loop=loop, keepalive_timeout=keepalive_timeout, access_log=None
             )
 
         for sock in sockets:
-            await EdgeSite(runner, sock, handler).start()
+            await GuardedSite(runner, sock, handler).start()
         yield rules
     finally:
         await runner.cleanup()

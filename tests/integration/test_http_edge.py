@@ -16,8 +16,8 @@ from order_engine.app import SERVICES, build_app
 from order_engine.config import Settings
 from order_engine.serving.protocol import _AIOHTTP_STATE
 from order_engine.venues import SimulatedMarket
-from tests.support.edge import WAIT_S, Raw, Served, served
 from tests.support.factories import make_settings
+from tests.support.served import WAIT_S, Raw, Served, served
 
 OTHER_ADDRESS = "127.0.0.2"  # Linux routes all of 127/8 to loopback
 

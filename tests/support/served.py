@@ -1,6 +1,6 @@
-"""The app served as the command line serves it (order_engine.serving, edge rules included),
-and raw HTTP connections to it: requests no client library would send, connections left
-idle or fed slowly."""
+"""The app served as the command line serves it (order_engine.serving, its connection rules
+included), and raw HTTP connections to it: requests no client library would send,
+connections left idle or fed slowly."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from order_engine.config import Settings
 from order_engine.metrics import Metrics
 from order_engine.runtime import listen
 from order_engine.serving import serving
-from order_engine.serving.protocol import EdgeRules
+from order_engine.serving.protocol import ConnectionRules
 
 WAIT_S = 10.0  # bounds every wait here: a server that never answers fails the test
 
@@ -26,7 +26,7 @@ WAIT_S = 10.0  # bounds every wait here: a server that never answers fails the t
 class Served:
     host: str
     port: int
-    rules: EdgeRules
+    rules: ConnectionRules
     opened: list[Raw] = field(default_factory=list)  # closed when the server stops
 
     async def connect(self, source: str | None = None) -> Raw:
