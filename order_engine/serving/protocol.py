@@ -13,7 +13,7 @@ fails if an upgrade of aiohttp drops them or stops calling these methods.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -79,9 +79,9 @@ class GuardedRequestHandler(web.RequestHandler):
         if isinstance(admitted, Refusal):
             # Never handed to aiohttp: no task, no parser fed. The answer fits the socket's
             # buffer; a client that had sent a request already may see a reset instead.
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(self._rules.refused(admitted))
-            transport.close()
+            writer = cast(asyncio.Transport, transport)  # uvloop's subclasses none of asyncio's
+            writer.write(self._rules.refused(admitted))
+            writer.close()
             return
         self._ticket = admitted
         super().connection_made(transport)

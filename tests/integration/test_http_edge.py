@@ -36,8 +36,14 @@ async def engine(tmp_path: Path, market: SimulatedMarket) -> AsyncIterator[Serve
 
 
 async def refused(server: Served, request: bytes) -> tuple[int, dict[str, Any]]:
+    return await refused_on(server, request)
+
+
+async def refused_on(
+    server: Served, request: bytes, source: str | None = None
+) -> tuple[int, dict[str, Any]]:
     """The answer to `request`, which must close the connection after it."""
-    conn = await server.connect()
+    conn = await server.connect(source)
     await conn.send(request)
     answer = await conn.answer()
     assert await conn.closed() == b"", "the connection must close after a parser refusal"
@@ -258,3 +264,28 @@ async def test_a_websocket_is_not_cut_by_the_header_timeout(
         await conn.send(b"\x89\x80" + b"\x00" * 4)  # a ping, masked as a client's must be
         async with asyncio.timeout(WAIT_S):
             assert await conn.reader.readexactly(2) == b"\x8a\x00"  # its pong
+
+
+# -- on uvloop, as the command line serves -------------------------------------------------
+
+
+async def uvloop_scenario(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, limits={"connections_per_address": 2}, server={"header_timeout_s": 0.3}
+    )
+    async with served(web.Application(), settings) as server:
+        await hold(server, 1)
+        slow = await server.connect()
+        await slow.send(b"GET / HTTP/1.1\r\n")
+        over = await server.connect()
+        assert (await over.answer()).error["code"] == "too_many_connections"
+        status, error = await refused_on(server, b"GARBAGE\r\n\r\n", OTHER_ADDRESS)
+        assert (status, error["code"]) == (400, "bad_request")
+        assert (await slow.answer()).error["code"] == "request_timeout"
+
+
+def test_the_rules_hold_on_uvloop(tmp_path: Path) -> None:
+    """The command line runs on uvloop, whose transports and call order are its own."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(uvloop_scenario(tmp_path))
