@@ -103,7 +103,7 @@ async def serve(
     ready: Callable[[], None],
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully; a second signal while stopping
-    interrupts the stop (KeyboardInterrupt for SIGINT)."""
+    ends the process at once (SIGINT as KeyboardInterrupt)."""
     async with serving(app, sockets, settings, metrics):
         ready()
         await _signalled()
