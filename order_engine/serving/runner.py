@@ -63,15 +63,6 @@ async def serving(
     """Started (the app's start-up run, every socket accepting) inside; stopped gracefully
     on leaving, as `web.run_app` stops."""
     gate = ConnectionGate.from_settings(settings.limits)
-    per_address, total = gate.limits
-    log.info(
-        "connections: at most %s per address, %s in all; request heads due within %g s,"
-        " idle connections closed after %g s",
-        per_address or "any number",
-        total or "any number",
-        settings.server.header_timeout_s,
-        settings.server.keepalive_timeout_s,
-    )
     rules = ConnectionRules(gate, settings.server.header_timeout_s, metrics)
     if metrics is not None:
         metrics.connections.set_function(gate.__len__)
@@ -90,6 +81,15 @@ async def serving(
 
         for sock in sockets:
             await GuardedSite(runner, sock, handler).start()
+        per_address, total = gate.limits
+        log.info(
+            "connections: at most %s per address, %s in all; request heads due within %g s,"
+            " idle connections closed after %g s",
+            per_address or "any number",
+            total or "any number",
+            settings.server.header_timeout_s,
+            keepalive_timeout,
+        )
         yield rules
     finally:
         await runner.cleanup()
