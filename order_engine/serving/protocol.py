@@ -13,6 +13,7 @@ fails if an upgrade of aiohttp drops them or stops calling these methods.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 from aiohttp import web
@@ -30,6 +31,8 @@ from order_engine.serving.refusals import (
     server_busy,
     too_many_connections,
 )
+
+log = logging.getLogger("order_engine.serving")
 
 # What of RequestHandler's own state is read here (see the module's docstring).
 _AIOHTTP_STATE = ("_waiter", "_request_count")
@@ -146,12 +149,17 @@ class GuardedRequestHandler(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        # aiohttp's answer is made for its checks and logging (it raises when a response
-        # was already begun), then replaced by the same refusal as JSON.
-        super().handle_error(request, status, exc, message)
         if isinstance(exc, HttpProcessingError):
+            # A malformed request is the client's fault and anyone can send one: a line at
+            # DEBUG, not aiohttp's ERROR with a traceback per request (a log flood on demand).
+            log.debug("refused a malformed request from %s: %s", request.remote, exc)
+            if request.writer.output_size > 0:  # as aiohttp: nothing more can be said
+                raise ConnectionError("a response was begun before the request failed")
             error = parser_refusal(exc, max_headers=self.max_headers)
         else:
+            # aiohttp's answer is made for its checks and logging (it raises when a response
+            # was already begun), then replaced by the same failure as JSON.
+            super().handle_error(request, status, exc, message)
             error = handler_failure(status)
         response = json_response(error.body(), status=error.status, headers=error.headers)
         response.force_close()  # what the parser failed on leaves nothing else to read

@@ -5,6 +5,7 @@ request heads that do not come in time, or connections left idle, are closed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,18 @@ async def test_parser_refusals_are_json_errors(
     answered, error = await refused(engine, request_bytes)
     assert (answered, error["code"]) == (status, code), error
     assert error["message"]
+
+
+async def test_a_malformed_request_is_not_logged_as_an_error(
+    engine: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone can send garbage: each one an ERROR with a traceback would be a log flood."""
+    with caplog.at_level(logging.DEBUG):
+        answered, _ = await refused(engine, b"GARBAGE\r\n\r\n")
+    assert answered == 400
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert loud == [], [r.getMessage() for r in loud]
+    assert any("malformed request" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_failure_past_every_middleware_is_a_json_500(tmp_path: Path) -> None:
