@@ -71,16 +71,20 @@ def error_responses(*codes: int) -> dict[str, Any]:
     text = {
         400: "invalid input (field-level code; `invalid_text`: NUL or text that is not UTF-8); "
         "on a WebSocket path, not an Upgrade request, an API key that is not UTF-8 text, or "
-        "a `key.` subprotocol offered without `order-engine`",
+        "a `key.` subprotocol offered without `order-engine`, or a handshake header missing or "
+        "bad (`missing_header`/`invalid_header`, `field` names it); `bad_request`: HTTP the "
+        "server could not parse (431 `headers_too_large` for an over-long line or too many "
+        "headers)",
         401: "a valid API key is required (when authentication is on; see ApiKey)",
         404: "no such order (or another client's)",
-        408: "the request body did not arrive in time",
+        408: "the request body, or its headers (`request_timeout`), did not arrive in time",
         409: "the same Idempotency-Key is still in progress, or clientOrderId is taken",
         413: "body too large",
         415: "Content-Type is not application/json",
         422: "Idempotency-Key reused with a different body",
         429: "rate limit (per key; per address without a valid key, wrong keys included) "
-        "or WebSocket cap reached (see Retry-After)",
-        503: "queue full, shutting down or storage unavailable (see Retry-After)",
+        "or WebSocket cap reached, or `too_many_connections` from one address (see Retry-After)",
+        503: "queue full, shutting down, storage unavailable, or `server_busy`: the server holds "
+        "its most connections (see Retry-After)",
     }
     return {str(c): json_response("Error", text[c]) for c in codes}
