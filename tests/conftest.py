@@ -1,6 +1,7 @@
 """Fixtures for every test; the helpers behind them live in `tests/support/`.
 
 - settings, market, client: a real server on a real port with the instant market.
+- any_store_client: the same, once over SQLite and once over PostgreSQL (a fresh schema).
 - faulty_store, memory_hub, engine: an Engine driven directly, over a real SQLite store
   whose calls a test can make fail (`faulty_store.faults`, see tests/support/faulty_store.py).
 - chain_process: the chain service as a real process.
@@ -68,6 +69,23 @@ async def client(
     app = build_app(settings, market=market)
     result: TestClient[Any, Application] = await aiohttp_client(app)
     return result
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_store_client(
+    request: pytest.FixtureRequest, aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
+) -> AsyncIterator[TestClient[Any, Application]]:
+    """`client`, over each store: what the API answers must not depend on the backend."""
+    if request.param == "sqlite":
+        yield await aiohttp_client(build_app(make_settings(tmp_path), market=market))
+        return
+    async with postgres_schema() as url:
+        settings = make_settings(tmp_path, store={"url": url})
+        client: TestClient[Any, Application] = await aiohttp_client(
+            build_app(settings, market=market)
+        )
+        yield client
+        await client.close()  # the engine stops writing before its schema is dropped
 
 
 @pytest.fixture

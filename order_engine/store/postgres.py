@@ -291,9 +291,11 @@ class PostgresStore:
         return ROWS.order(rows[0]) if rows else None
 
     async def events(self, order_id: str, after: int = 0) -> list[OrderEvent]:
+        # seq is a 32-bit integer, `after` any 18-digit number a client sends: compared as
+        # bigint, a larger one finds nothing (as in SQLite) instead of failing to bind.
         rows = await self._fetch(
             f"SELECT {EVENT_COLUMNS} FROM order_events"
-            " WHERE order_id = $1 AND seq > $2 ORDER BY seq",
+            " WHERE order_id = $1 AND seq > $2::bigint ORDER BY seq",
             order_id,
             after,
         )

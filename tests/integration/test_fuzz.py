@@ -1,18 +1,22 @@
 """Hostile input: schemathesis against the OpenAPI document of a live process, hypothesis
-against the WebSocket messages and query parameters, and clients that never read."""
+against the WebSocket messages and query parameters, and clients that never read. What
+reaches the store is fuzzed over SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from order_engine.app import build_app
@@ -20,6 +24,7 @@ from order_engine.venues import SimulatedMarket
 from tests.support.clients import post_order, read_until_closed, services
 from tests.support.factories import ORDER, make_settings
 from tests.support.processes import engine_process, free_port, run
+from tests.support.services import postgres_schema
 
 ST_CHECKS = ",".join(
     [
@@ -31,9 +36,26 @@ ST_CHECKS = ",".join(
 )
 
 
-async def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path) -> None:
+@asynccontextmanager
+async def store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/orders.db"
+        return
+    async with postgres_schema() as url:
+        yield url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_schemathesis_finds_no_5xx_and_no_schema_violation(
+    tmp_path: Path, backend: str
+) -> None:
     port = free_port()
-    async with engine_process(tmp_path, port, ORDER_ENGINE_VENUES_PROFILE="instant") as engine:
+    async with (
+        store_url(backend, tmp_path) as url,
+        engine_process(
+            tmp_path, port, ORDER_ENGINE_VENUES_PROFILE="instant", ORDER_ENGINE_STORE_URL=url
+        ) as engine,
+    ):
         st_cli = Path(sys.executable).with_name("st")
         done = await run(
             [str(st_cli), "run", f"{engine.url}/api/openapi.json",
@@ -75,8 +97,9 @@ FUZZ = settings(
 @FUZZ
 @given(message=MESSAGES)
 async def test_any_first_message_on_the_submit_socket_is_answered_cleanly(
-    client: TestClient[Any, Application], message: str
+    any_store_client: TestClient[Any, Application], message: str
 ) -> None:
+    client = any_store_client
     async with client.ws_connect("/api/orders/execute") as ws:
         await ws.send_str(message)
         replies = await read_until_closed(ws)
@@ -96,9 +119,11 @@ async def test_any_first_message_on_the_submit_socket_is_answered_cleanly(
     order_id=st.text(max_size=60) | st.uuids().map(str),
     after=st.none() | st.text(max_size=12) | st.integers(-5, 10**20).map(str),
 )
+@example(order_id="00000000-0000-4000-8000-000000000000", after="2147483648")  # past int4
 async def test_any_status_query_is_answered_cleanly(
-    client: TestClient[Any, Application], order_id: str, after: str | None
+    any_store_client: TestClient[Any, Application], order_id: str, after: str | None
 ) -> None:
+    client = any_store_client
     params = {"orderId": order_id} if after is None else {"orderId": order_id, "after": after}
     async with client.ws_connect("/api/order/status", params=params) as ws:
         replies = await read_until_closed(ws)

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
-from order_engine.app import build_app
-from order_engine.venues import SimulatedMarket
 from tests.support.clients import post_order, watch
-from tests.support.factories import make_settings
-from tests.support.services import postgres_schema
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def any_store_client(
-    request: pytest.FixtureRequest, aiohttp_client: Any, tmp_path: Path, market: SimulatedMarket
-) -> AsyncIterator[TestClient[Any, Application]]:
-    if request.param == "sqlite":
-        settings = make_settings(tmp_path)
-        yield await aiohttp_client(build_app(settings, market=market))
-        return
-    async with postgres_schema() as url:
-        settings = make_settings(tmp_path, store={"url": url})
-        yield await aiohttp_client(build_app(settings, market=market))
 
 
 def cursor(at: float, order_id: str) -> str:

@@ -82,6 +82,15 @@ async def test_append_updates_order_and_event_together(store: Store) -> None:
     assert await store.unfinished() == []
 
 
+async def test_events_after_any_seq_a_client_may_name(store: Store) -> None:
+    """`after` comes from clients (up to 18 digits): past a 32-bit seq it finds nothing,
+    on either store (PostgreSQL's seq column is an INTEGER)."""
+    order, first = new_order()
+    await store.create(order, first)
+    for after in (2**31, 10**18 - 1):
+        assert await store.events(order.order_id, after=after) == []
+
+
 async def test_seq_must_be_the_next_one(store: Store) -> None:
     order, first = new_order()
     await store.create(order, first)
