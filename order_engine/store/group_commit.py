@@ -66,9 +66,9 @@ class GroupCommit:
         self._task = asyncio.create_task(self._loop(), name=self._name)
 
     async def stop(self) -> None:
-        """Commit everything already queued, then stop."""
+        """Commit everything already queued, then stop (nothing to do after `abort`)."""
         self._closed = True
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             self._queue.put_nowait(None)
             await self._task
 

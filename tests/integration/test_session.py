@@ -348,8 +348,9 @@ def _names_ok(value: Any) -> bool:
 )
 @given(frame=FRAMES)
 async def test_any_frame_is_answered_by_its_id_or_refused_then_closed(
-    client: Client, frame: str
+    any_store_client: Client, frame: str
 ) -> None:
+    client = any_store_client
     answerable, request_id = usable_id(frame)
     async with client.ws_connect("/api/session") as ws:
         await ws.send_str(frame)
