@@ -37,7 +37,7 @@ def _decode_cursor(value: str) -> tuple[float, str]:
         # every store can compare (PostgreSQL refuses NUL where SQLite would not).
         if not 0 <= at <= LATEST or "\x00" in order_id or not _encodable(order_id):
             raise ValueError(value)
-        return float(at), order_id
+        return round(float(at), 6), order_id
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise bad_request(
             "invalid_cursor", "cursor must be a nextCursor from a previous page", "cursor"
@@ -63,8 +63,9 @@ def _time(value: str, field: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise bad_request("invalid_time", f"{field} must be a time after 1970", field)
     # No order is created after the last second the stores can represent (9999-12-31):
-    # a bound beyond it means the same as that second, in every store.
-    return min(seconds, LATEST)
+    # a bound beyond it means the same as that second, in every store. Orders' times are
+    # kept to the microsecond (PostgreSQL keeps no more): so are the bounds, in both stores.
+    return round(min(seconds, LATEST), 6)
 
 
 def _encodable(text: str) -> bool:
