@@ -9,6 +9,9 @@ A commit function that raises instead (a row it cannot encode, a value its datab
 an error it does not expect) has committed nothing; the batch is then committed write by
 write, so the one write at fault fails alone, with its own error, and the others of its
 batch commit as if it had never been queued with them.
+
+A batch that fails as an outage is noted (`failing`): readiness reports an outage of writes
+(a full disk) that reads, still answered, would not show, until the store's probe writes.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class GroupCommit:
         self._closed = False
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # the most recent batches (tests)
         self.on_batch: Callable[[int], None] | None = None  # metrics
+        # Why writes fail: the error of the last batch the store failed as a whole, until the
+        # backend's probe (a write that needs room, as a full disk has none) succeeds. A
+        # small write that still fits in a page proves nothing: it does not clear it.
+        self.failing: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=self._name)
@@ -118,8 +125,15 @@ class GroupCommit:
                     fail(batch[0], exc)
                 else:
                     await self._commit_each(batch)
-                continue
-            self._record(len(batch))
+            else:
+                self._record(len(batch))
+            self._note(batch)
+
+    def _note(self, batch: list[Write]) -> None:
+        """A batch that failed as an outage says the store does not take writes, and why."""
+        errors = [w.done.exception() for w in batch if w.done.done() and not w.done.cancelled()]
+        if outage := next((e for e in errors if isinstance(e, StoreUnavailable)), None):
+            self.failing = str(outage)
 
     async def _commit_each(self, batch: list[Write]) -> None:
         for write in batch:

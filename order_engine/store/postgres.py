@@ -349,7 +349,18 @@ class PostgresStore:
         return [ROWS.order(r) for r in rows]
 
     async def ping(self) -> None:
+        """Ready while PostgreSQL answers and, once a write failed (a full disk), until a
+        probe write succeeds."""
         await self._fetch("SELECT 1")
+        if self._writes.failing is None:
+            return
+        try:
+            async with self._p().acquire() as conn, conn.transaction():
+                await conn.execute("INSERT INTO write_probe VALUES ($1)", bytes(8192))
+                await conn.execute("DELETE FROM write_probe")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"writes are failing: {exc}") from exc
+        self._writes.failing = None
 
     # -- leases -------------------------------------------------------------------------
 

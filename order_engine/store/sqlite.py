@@ -55,6 +55,7 @@ from order_engine.store.sqlite_sql import (
     event_from_row,
     event_row,
     find_sql,
+    probe_write,
     update_row,
 )
 
@@ -401,11 +402,23 @@ class SQLiteStore:
         return [ROWS.order(r) for r in rows]
 
     async def ping(self) -> None:
-        """Ready only while the opened file is still the database's, and its orders table
-        can be read."""
+        """Ready only while the opened file is still the database's, its orders table can be
+        read and, once a write failed (a full disk), until a probe write succeeds."""
         if self._file is not None:
             self._file.check()
         await self._read("SELECT 1 FROM orders LIMIT 1")
+        if self._writes.failing is not None:
+            await self._probe_write()
+
+    async def _probe_write(self) -> None:
+        conn = self._writer
+        if conn is None or self._closed:
+            raise StoreUnavailable("store is closed")
+        try:
+            await self._on_writer(lambda: probe_write(conn))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"writes are failing: {exc}") from exc
+        self._writes.failing = None
 
 
 _T = TypeVar("_T")

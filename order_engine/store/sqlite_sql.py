@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,3 +97,18 @@ def find_sql(query: OrderQuery) -> tuple[str, tuple[Any, ...]]:
         " ORDER BY created_at DESC, order_id DESC LIMIT ?"
     )
     return sql, (*params, query.limit)
+
+
+def probe_write(conn: sqlite3.Connection) -> None:
+    """A write that needs a page of its own, as an order's writes come to (the disk is full
+    when no page can be had), committed with nothing left behind: raises while they fail."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("INSERT INTO write_probe VALUES (zeroblob(?))", (page_size,))
+        conn.execute("DELETE FROM write_probe")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
