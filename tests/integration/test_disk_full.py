@@ -21,6 +21,7 @@ from aiohttp.web import Application
 from order_engine.app import build_app
 from order_engine.store.sqlite import SQLiteStore
 from order_engine.venues import SimulatedMarket
+from tests.integration.test_openapi import check, document
 from tests.support.clients import assert_gap_free, post_order, services, watch
 from tests.support.databases import sqlite_disk_full
 from tests.support.factories import ORDER, make_settings
@@ -112,6 +113,7 @@ async def test_a_full_disk_is_not_ready_until_writes_succeed_and_loses_nothing(
         assert ready.status == 503
         body = await ready.json()
         assert body["store"] == f"writes are failing: {reason}", body
+        check(await document(client), "/readyz", "get", 503, body)
         assert (await client.get("/healthz")).status == 200  # alive, only not ready
     ready = await client.get("/readyz")
     assert ready.status == 200, await ready.text()
