@@ -26,7 +26,7 @@ from order_engine.venues import PROFILES, SimulatedMarket
 from order_engine.venues.tokens import REGISTRY
 from tests.support.factories import ORDER, make_settings
 from tests.support.processes import free_port
-from tests.support.services import postgres_schema
+from tests.support.services import postgres_schema, require_postgres
 
 T = TypeVar("T")
 SOL, USDC = REGISTRY.resolve("SOL"), REGISTRY.resolve("USDC")
@@ -42,6 +42,8 @@ class EngineMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        if self.backend == "postgres":
+            require_postgres()  # skips (or fails, in CI) before anything needs closing
         self.loop = asyncio.new_event_loop()
         self.tmp = Path(tempfile.mkdtemp())
         self.database = AsyncExitStack()
