@@ -4,6 +4,7 @@ python -m bench                         # every scenario once, 5 s windows
 python -m bench --runs 3 --duration 8   # medians of 3 runs (what `make bench` does)
 python -m bench --scenarios e2e,fanout  # some scenarios only
 python -m bench --smoke                 # tiny counts, seconds in all (the test suite)
+python -m bench --scenarios e2e --baseline-checkout ../old   # e2e against an older commit too
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from bench import report
 from bench.processes import raise_nofile_limit
-from bench.scenarios import ROWS, SCENARIOS, Context, Plan, services_reachable
+from bench.scenarios import ROWS, SCENARIOS, Checkout, Context, Plan, services_reachable
 from tests.support.processes import REPO
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -50,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
         help="server for the scaled scenario; a fresh schema is made and dropped",
     )
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs and files")
+    parser.add_argument(
+        "--server-checkout",
+        type=Path,
+        help="run another checkout's engine in every row (its .venv unless --server-python)",
+    )
+    parser.add_argument("--server-python", help="the interpreter for --server-checkout")
+    parser.add_argument(
+        "--baseline-checkout",
+        type=Path,
+        help="also run the e2e row on this checkout (row e2e_base), in the same runs, and"
+        " compare CPU per order (its .venv unless --baseline-python)",
+    )
+    parser.add_argument("--baseline-python", help="the interpreter for --baseline-checkout")
     return parser
 
 
@@ -103,7 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     failures: dict[str, str] = {"benchmark": "interrupted"}
     try:
-        ctx = Context(plan, workdir, args.postgres_url)
+        server = (
+            Checkout.other(args.server_checkout, args.server_python)
+            if args.server_checkout
+            else Checkout()
+        )
+        baseline = (
+            Checkout.other(args.baseline_checkout, args.baseline_python)
+            if args.baseline_checkout
+            else None
+        )
+        ctx = Context(plan, workdir, args.postgres_url, server, baseline)
         results, failures = asyncio.run(_run(names, runs, ctx))
     finally:
         if args.keep or failures:

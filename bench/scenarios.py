@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,36 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkout:
+    """Which engine code a row runs: this checkout's (the default) or another one, with its
+    own interpreter (e.g. an older commit in a worktree of its own, to compare in one run)."""
+
+    python: str = sys.executable
+    root: Path | None = None
+
+    @classmethod
+    def other(cls, root: Path, python: str | None = None) -> Checkout:
+        root = root.resolve()
+        return cls(python or str(root / ".venv" / "bin" / "python"), root)
+
+    def engine(
+        self, workdir: Path, name: str, *, env: dict[str, str] | None = None, **options: Any
+    ) -> AbstractAsyncContextManager[Server]:
+        env = dict(env or {})
+        if self.root is not None:
+            # Ahead of this checkout, which the launcher puts on PYTHONPATH.
+            env["PYTHONPATH"] = str(self.root)
+        return engine(workdir, name, env=env, python=self.python, **options)
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     plan: Plan
     workdir: Path
     postgres_url: str
+    server: Checkout = Checkout()
+    # Another checkout whose e2e row runs beside this one's in every run (`e2e_base`).
+    baseline: Checkout | None = None
 
     def scratch(self, name: str) -> Path:
         """A directory of its own for each row: its logs and its SQLite file."""
@@ -116,7 +143,7 @@ async def accept(ctx: Context) -> list[Row]:
     # rest of the window would measure the 503 back-pressure: a queue big enough for the
     # window keeps this row about accepting. Execution still runs beside it.
     env = {"ORDER_ENGINE_ENGINE_QUEUE_SIZE": "1000000"}
-    async with engine(work, "accept", store_url=_sqlite(work), env=env) as e:
+    async with ctx.server.engine(work, "accept", store_url=_sqlite(work), env=env) as e:
         spec = _throughput_spec(ctx, "post", [e], concurrency=ctx.plan.post_clients)
         return [await _measure(ctx, spec, [e], row="accept", label="accept: POST -> 201")]
 
@@ -127,16 +154,19 @@ SYNC_FULL = {"ORDER_ENGINE_STORE_SQLITE_SYNCHRONOUS": "FULL"}  # the default, sp
 SYNC_NORMAL = {"ORDER_ENGINE_STORE_SQLITE_SYNCHRONOUS": "NORMAL"}
 
 
-async def _e2e_row(ctx: Context, name: str, env: dict[str, str], **row: Any) -> Row:
+async def _e2e_row(
+    ctx: Context, name: str, env: dict[str, str], checkout: Checkout | None = None, **row: Any
+) -> Row:
     work = ctx.scratch(name)
-    async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+    code = checkout or ctx.server
+    async with code.engine(work, name, store_url=_sqlite(work), env=env) as e:
         spec = _throughput_spec(ctx, "e2e", [e], concurrency=ctx.plan.e2e_clients)
         return await _measure(ctx, spec, [e], row=name, **row)
 
 
 async def _paced_row(ctx: Context, name: str, env: dict[str, str], rate: float, label: str) -> Row:
     work = ctx.scratch(name)
-    async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+    async with ctx.server.engine(work, name, store_url=_sqlite(work), env=env) as e:
         spec = _throughput_spec(ctx, "paced", [e], rate=rate)
         return await _measure(ctx, spec, [e], row=name, label=label)
 
@@ -145,12 +175,18 @@ async def _session_row(ctx: Context, name: str, env: dict[str, str], **row: Any)
     """The e2e row's orders and durability, all on one trading session: as many orders in
     flight as the e2e row has clients."""
     work = ctx.scratch(name)
-    async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+    async with ctx.server.engine(work, name, store_url=_sqlite(work), env=env) as e:
         spec = _throughput_spec(ctx, "session", [e], concurrency=ctx.plan.e2e_clients)
         return await _measure(ctx, spec, [e], row=name, **row)
 
 
 async def e2e(ctx: Context) -> list[Row]:
+    base: list[Row] = []
+    if ctx.baseline is not None:
+        # The same load on the other checkout, right before this one's: the ratio of their
+        # CPU per order is taken within each run.
+        label = "e2e: POST -> confirmed (WS), FULL, baseline"
+        base.append(await _e2e_row(ctx, "e2e_base", SYNC_FULL, ctx.baseline, label=label))
     full = await _e2e_row(ctx, "e2e", SYNC_FULL, label="e2e: POST -> confirmed (WS), FULL")
     session = await _session_row(
         ctx, "e2e_session", SYNC_FULL, label="e2e: one trading session, FULL"
@@ -163,7 +199,7 @@ async def e2e(ctx: Context) -> list[Row]:
     half_normal = await _paced_row(
         ctx, "e2e_half_normal", SYNC_NORMAL, rate, "e2e paced at max/2, NORMAL"
     )
-    return [full, session, normal, half, half_normal]
+    return [*base, full, session, normal, half, half_normal]
 
 
 # -- 4. realistic -----------------------------------------------------------------------------
@@ -179,7 +215,9 @@ async def _realistic_row(
 ) -> Row:
     """Closed loop (the most it completes), or paced at `rate` (latency below saturation)."""
     work = ctx.scratch(name)
-    async with engine(work, name, store_url=_sqlite(work), profile="realistic", env=env) as e:
+    async with ctx.server.engine(
+        work, name, store_url=_sqlite(work), profile="realistic", env=env
+    ) as e:
         load = (
             _throughput_spec(ctx, "e2e", [e], concurrency=clients or ctx.plan.realistic_clients)
             if rate is None
@@ -243,7 +281,7 @@ async def _idle_cpu(ctx: Context, name: str, chain: Server, follow: bool) -> Row
         "ORDER_ENGINE_VENUES_CHAIN_URL": chain.url,
         "ORDER_ENGINE_VENUES_QUOTE_FROM_STREAM": "true" if follow else "false",
     }
-    async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+    async with ctx.server.engine(work, name, store_url=_sqlite(work), env=env) as e:
         await asyncio.sleep(ctx.plan.warmup + 1.0)  # the snapshot is taken and applied
         seq0, cpu0 = await _scrape(e.url, "order_engine_market_data_seq"), procfs.cpu_seconds(e.pid)
         await asyncio.sleep(ctx.plan.duration)
@@ -290,7 +328,7 @@ async def _held_engine(ctx: Context, name: str) -> AsyncIterator[tuple[Server, S
     work = ctx.scratch(name)
     async with chain_service(work) as chain:
         env = {"ORDER_ENGINE_VENUES_CHAIN_URL": chain.url}
-        async with engine(work, name, store_url=_sqlite(work), env=env) as e:
+        async with ctx.server.engine(work, name, store_url=_sqlite(work), env=env) as e:
             yield chain, e
 
 
@@ -350,7 +388,7 @@ async def _scaled_row(ctx: Context, replicas: int, redis_url: str) -> Row:
         env = {"REDIS_URL": redis_url, "ORDER_ENGINE_VENUES_CHAIN_URL": chain.url}
         engines = [
             await stack.enter_async_context(
-                engine(work, f"{name}_r{i}", store_url=store_url, env=env)
+                ctx.server.engine(work, f"{name}_r{i}", store_url=store_url, env=env)
             )
             for i in range(replicas)
         ]
@@ -384,7 +422,7 @@ SCENARIOS: dict[str, Scenario] = {
 ROWS: dict[str, tuple[str, ...]] = {
     "floor": ("floor",),
     "accept": ("accept",),
-    "e2e": ("e2e", "e2e_session", "e2e_normal", "e2e_half", "e2e_half_normal"),
+    "e2e": ("e2e_base", "e2e", "e2e_session", "e2e_normal", "e2e_half", "e2e_half_normal"),
     "realistic": ("realistic", "realistic_rpc", "realistic_half"),
     "follow": ("follow", "follow_off"),
     "fanout": ("fanout",),

@@ -233,10 +233,13 @@ def engine(
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
     stop_signal: signal.Signals = signal.SIGTERM,
+    python: str = sys.executable,
 ) -> AbstractAsyncContextManager[Process]:
     """`python -m order_engine` with its defaults, except where the caller says: its own
     SQLite file in `workdir` unless `store_url`, the instant venues unless `profile`, a
-    replica id of `name`, and `env` last (it overrides all of these)."""
+    replica id of `name`, and `env` last (it overrides all of these). `python` may be
+    another checkout's interpreter (the benchmark compares two); its `env` then names that
+    checkout on PYTHONPATH."""
     port = free_port() if port is None else port
     settings = {
         "PORT": str(port),
@@ -246,7 +249,7 @@ def engine(
         **(env or {}),
     }
     return launch(
-        [sys.executable, "-m", "order_engine", *args],
+        [python, "-m", "order_engine", *args],
         ENGINE_READY,
         f"http://127.0.0.1:{port}",
         workdir / f"{name}.log",
