@@ -233,7 +233,7 @@ class _Session:
         if following is None:
             return
         try:
-            await follow_order(self._e.store, following, self._outbox.push)
+            await follow_order(self._e.store, self._e.hub, following, self._outbox.push)
         except StoreUnavailable as exc:
             self._fail(_closing(CLOSE_TRY_AGAIN, store_refusal(exc)))
         except Exception as exc:
@@ -304,7 +304,9 @@ class _Session:
             raise too_many_orders(MAX_FOLLOWED)
         following = await self._take_on(order_id, after)
         try:
-            history = await watched_history(self._e.store, order_id, after, self._client)
+            history = await watched_history(
+                self._e.store, self._e.hub, order_id, after, self._client
+            )
             watching = {"orderId": order_id, "after": after}
             await self._outbox.push(result_frame(request.id_json, watching))
         except BaseException:

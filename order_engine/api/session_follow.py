@@ -50,16 +50,17 @@ class Following:
 
 
 async def watched_history(
-    store: Store, order_id: str, after: int, client: str | None
+    store: Store, hub: Hub, order_id: str, after: int, client: str | None
 ) -> list[OrderEvent] | None:
-    """What the store has of the order after `after`, or None when it ended at `after`
-    (nothing more will come). Another client's order is unknown: ids cannot be probed."""
+    """What the store (or the hub, when it knows) has of the order after `after`, or None
+    when it ended at `after` (nothing more will come). Another client's order is unknown:
+    ids cannot be probed."""
     order = None
     if client is not None:
         order = await store.get(order_id)
         if order is None or order.client_id != client:
             raise not_found(order_id)
-    history = await store.events(order_id, after)
+    history = hub.recent(order_id, after) or await store.events(order_id, after)
     if history:
         return history
     order = order or await store.get(order_id)
@@ -77,12 +78,15 @@ async def watched_history(
     return None if order.terminal else history
 
 
-async def follow_order(store: Store, f: Following, push: Callable[[str], Awaitable[None]]) -> None:
+async def follow_order(
+    store: Store, hub: Hub, f: Following, push: Callable[[str], Awaitable[None]]
+) -> None:
     """The order's events after `f.after`, each once, in seq order, to its terminal one."""
     order_id, sub, last = f.order_id, f.sub, f.after
     history, f.history = f.history, None
     if history is None:
-        history = await store.events(order_id, last)
+        # A submitted order: the hub knows its events from seq 1, unless many came since.
+        history = hub.recent(order_id, last) or await store.events(order_id, last)
     for event in history:
         await push(event_frame(event))
         last = event.seq

@@ -320,7 +320,8 @@ class OrderStreams:
                 order = await self._store.get(order_id)
                 if order is None or order.client_id != client:
                     raise _unknown(order_id)
-            history = await self._store.events(order_id, after)
+            # Most watchers connect right after submitting: the hub may know it all.
+            history = self._hub.recent(order_id, after) or await self._store.events(order_id, after)
             if not history:
                 order = order or await self._store.get(order_id)
                 if order is None:

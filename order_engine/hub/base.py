@@ -120,6 +120,38 @@ class LocalFanout:
         return sum(len(s) for s in self._subs.values())
 
 
+class RecentEvents:
+    """Every event of the most recent orders, from seq 1 on, as published here: what a new
+    watcher would otherwise read from the store. Only an order whose events all passed here
+    in seq order is known (a gap, or a first event that is not seq 1, and it is not), and at
+    most `orders` of them (the oldest are forgotten): anything else is the store's to say."""
+
+    def __init__(self, orders: int) -> None:
+        self._orders = orders
+        self._events: dict[str, list[OrderEvent]] = {}
+
+    def add(self, event: OrderEvent) -> None:
+        known = self._events.get(event.order_id)
+        if known is None:
+            if event.seq == 1:
+                self._events[event.order_id] = [event]
+                if len(self._events) > self._orders:
+                    del self._events[next(iter(self._events))]
+            return
+        if event.seq == known[-1].seq + 1:
+            known.append(event)
+        elif event.seq > known[-1].seq:
+            del self._events[event.order_id]  # one went missing: not whole any more
+
+    def after(self, order_id: str, after: int) -> list[OrderEvent] | None:
+        """The order's events after seq `after`; None when they are not all known here, or
+        there are none yet (whether more will come is the store's to say)."""
+        known = self._events.get(order_id)
+        if known is None or after >= len(known):
+            return None
+        return known[after:]
+
+
 class Hub(Protocol):
     async def start(self) -> None: ...
 
@@ -136,6 +168,13 @@ class Hub(Protocol):
 
     async def ping(self) -> None:
         """Raise if the broker (if any) cannot be reached: readiness."""
+        ...
+
+    def recent(self, order_id: str, after: int) -> list[OrderEvent] | None:
+        """The order's events after seq `after` when this hub knows them all and there is at
+        least one, or None (read the store). A hub that answers is the only way events are
+        published, so an event is either in its answer or published after it (call after
+        subscribing, as for the store)."""
         ...
 
     async def publish(self, event: OrderEvent) -> None:

@@ -1,16 +1,26 @@
-"""In-process hub: the embedded default, one process, no broker."""
+"""In-process hub: the embedded default, one process, no broker.
+
+Every event of the process passes through `publish`, so the hub also remembers the events of
+the most recent orders: a watcher that connects right after submitting (most do) is served
+its history from memory instead of a store read.
+"""
 
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 
-from order_engine.hub.base import LocalFanout, Subscription
+from order_engine.hub.base import LocalFanout, RecentEvents, Subscription
 from order_engine.orders import OrderEvent
+
+# Orders whose events are remembered: enough for the orders of the last seconds at
+# thousands per second, a few MiB.
+RECENT_ORDERS = 4096
 
 
 class MemoryHub:
-    def __init__(self, inbox_size: int = 64) -> None:
+    def __init__(self, inbox_size: int = 64, recent_orders: int = RECENT_ORDERS) -> None:
         self._fanout = LocalFanout(inbox_size)
+        self._recent = RecentEvents(recent_orders)
 
     async def start(self) -> None:
         return None
@@ -27,7 +37,11 @@ class MemoryHub:
     def subscribe_all(self) -> AbstractAsyncContextManager[Subscription]:
         return self._fanout.subscribe_all()
 
+    def recent(self, order_id: str, after: int) -> list[OrderEvent] | None:
+        return self._recent.after(order_id, after)
+
     async def publish(self, event: OrderEvent) -> None:
+        self._recent.add(event)
         self._fanout.dispatch(event)
 
     @property

@@ -145,6 +145,10 @@ class RedisHub:
     def subscribe_all(self) -> AbstractAsyncContextManager[Subscription]:
         return self._fanout.subscribe_all()
 
+    def recent(self, order_id: str, after: int) -> list[OrderEvent] | None:
+        # Other replicas publish too, and their events may be lost on the way: the store.
+        return None
+
     async def publish(self, event: OrderEvent) -> None:
         self._fanout.dispatch(event)
         if self._sender is None:
