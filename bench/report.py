@@ -120,6 +120,20 @@ _GOALS = (
         lambda v: f"{v:.3f} x floor",
     ),
     _Goal(
+        "accept",
+        "accept >= 0.5 x floor",
+        lambda r: _ratio(_get(r, "accept", "rate"), _get(r, "floor", "rate")),
+        lambda v: v >= 0.5,
+        lambda v: f"{v:.2f} x floor",
+    ),
+    _Goal(
+        "e2e_session",
+        ">= 3 x e2e",
+        lambda r: _ratio(_get(r, "e2e_session", "rate"), _get(r, "e2e", "rate")),
+        lambda v: v >= 3,
+        lambda v: f"{v:.2f} x e2e",
+    ),
+    _Goal(
         "e2e_half",
         "p99 <= 25 ms",
         lambda r: _get(r, "e2e_half", "latency_ms", "p99"),
