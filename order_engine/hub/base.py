@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
@@ -12,39 +13,56 @@ from order_engine.orders import OrderEvent
 
 class Subscription:
     """One watcher's bounded inbox. A watcher that falls behind is not allowed to grow
-    memory: its inbox is dropped and it is told to re-read the store after its last seq."""
+    memory: its inbox is dropped and it is told to re-read the store after its last seq.
 
-    __slots__ = ("_queue", "lagged", "order_id", "position")
+    A deque and, while the watcher waits, one future: an asyncio.Queue per watcher (with its
+    own deques, an Event and a future per get) cost more to make, to fill and to hold, with
+    one watcher per order in flight and 10,000 idle ones in a process."""
+
+    __slots__ = ("_inbox", "_maxsize", "_waiter", "lagged", "order_id", "position")
 
     def __init__(self, order_id: str, maxsize: int) -> None:
         self.order_id = order_id
         # The last seq the watcher has delivered (it says so): audits compare it with the
         # store to find watchers that missed an event nobody will publish again.
         self.position = 0
+        self._maxsize = maxsize
         # None in the inbox is the "you lagged" wake-up for a reader blocked in `next`.
-        self._queue: asyncio.Queue[OrderEvent | None] = asyncio.Queue(maxsize + 1)
+        self._inbox: deque[OrderEvent | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.lagged = False
 
     def push(self, event: OrderEvent) -> None:
         if self.lagged:
             return
-        if self._queue.qsize() >= self._queue.maxsize - 1:
+        if len(self._inbox) >= self._maxsize:
             self.resync()
             return
-        self._queue.put_nowait(event)
+        self._put(event)
 
     def resync(self) -> None:
         """Drop the inbox: events may have been missed (overflow, broker outage)."""
         if self.lagged:
             return
         self.lagged = True
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
+        self._inbox.clear()
+        self._put(None)
+
+    def _put(self, item: OrderEvent | None) -> None:
+        self._inbox.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self) -> OrderEvent | None:
         """The next event, or None: events were dropped, re-read the store after your seq."""
-        event = await self._queue.get()
+        while not self._inbox:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        event = self._inbox.popleft()
         if event is None:
             self.lagged = False
         return event
