@@ -13,6 +13,11 @@ import socket
 # to route with the default and 186 ms with this (`python -m bench.triggers`). Garbage in
 # cycles is rare here and waits longer, bounded all the same.
 FULL_COLLECTION_EVERY = 1_000
+# Young collections after this many allocations rather than 700: an order allocates
+# thousands of short-lived containers (requests, tasks, futures, events), most of them gone
+# by the next collection when it comes later; each one collected young is traversed once
+# instead of being promoted and traversed again. About 3% less CPU per order (e2e).
+YOUNG_COLLECTION_EVERY = 20_000
 
 
 def install_uvloop() -> None:
@@ -25,8 +30,8 @@ def install_uvloop() -> None:
 
 
 def tune_gc() -> None:
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, FULL_COLLECTION_EVERY)
 
 
 def listen(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
