@@ -22,7 +22,9 @@ ROWS = {
     "scaled": ["scaled_1", "scaled_2"],
 }
 TARGETS = {
+    "accept",
     "e2e",
+    "e2e_session",
     "e2e_half",
     "realistic",
     "realistic_half",
@@ -79,6 +81,39 @@ def test_bench_smoke(tmp_path: Path) -> None:
         require_redis()
         raise AssertionError(f"PostgreSQL and Redis answer, yet: {result['skipped']['scaled']}")
     assert summary["scaled_2"]["rate"] > 0 and summary["scaled_1"]["rate"] > 0
+
+
+def test_bench_compares_with_a_baseline_checkout(tmp_path: Path) -> None:
+    """`--baseline-checkout` runs the e2e row on that checkout too (here: this one, with this
+    interpreter), and the e2e row's target is the ratio of their CPU per order."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--scenarios",
+            "e2e",
+            "--baseline-checkout",
+            str(REPO),
+            "--baseline-python",
+            sys.executable,
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "latest.json").read_text())
+    base = result["summary"]["e2e_base"]
+    assert base["rate"] > 0 and base["cpu_ms_per_op"] > 0, base
+    assert "baseline" in base["label"] and base["label"] in done.stdout
+    ratio = next(t for t in result["targets"] if t["goal"] == "CPU/order <= 0.5 x baseline")
+    assert ratio["value"] is not None and ratio["value"] > 0, ratio
 
 
 def test_triggers_bench_smoke() -> None:
