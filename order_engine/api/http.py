@@ -253,13 +253,20 @@ class RestHandlers:
             raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
         if request.content_length is not None and request.content_length > self._max_body:
             raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
-        try:
-            async with asyncio.timeout(self._body_timeout):
-                raw = await self._read_body(request)
-        except TimeoutError:
-            raise ApiError(
-                408, "request_timeout", "the request body did not arrive in time"
-            ) from None
+        if request.content.is_eof():
+            # The whole body came with the headers (an order is small): nothing to wait
+            # for, so no timer to set.
+            raw = request.content.read_nowait()
+            if len(raw) > self._max_body:
+                raise ApiError(413, "body_too_large", f"body exceeds {self._max_body} bytes")
+        else:
+            try:
+                async with asyncio.timeout(self._body_timeout):
+                    raw = await self._read_body(request)
+            except TimeoutError:
+                raise ApiError(
+                    408, "request_timeout", "the request body did not arrive in time"
+                ) from None
         order_request = self._parser.parse(
             parse_json(raw), request.headers.get("Idempotency-Key"), client_id=request.get(CLIENT)
         )
