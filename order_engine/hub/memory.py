@@ -12,9 +12,10 @@ from contextlib import AbstractAsyncContextManager
 from order_engine.hub.base import LocalFanout, RecentEvents, Subscription
 from order_engine.orders import OrderEvent
 
-# Orders whose events are remembered: enough for the orders of the last seconds at
-# thousands per second, a few MiB.
-RECENT_ORDERS = 4096
+# Orders whose events are remembered: those of the last few seconds at the most this
+# process completes (~700/s), where watchers connect within a second of their POST. An
+# order's five events hold about 3.6 KiB: some 7 MiB in all.
+RECENT_ORDERS = 2048
 
 
 class MemoryHub:
