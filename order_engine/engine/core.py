@@ -21,12 +21,8 @@ from order_engine.hub import Hub
 from order_engine.market import MarketData
 from order_engine.metrics import Metrics
 from order_engine.orders import Order, OrderType, OrderUpdate, Status
-from order_engine.payloads import (
-    ErrorInfo,
-    RoutingData,
-)
 from order_engine.routing import Router
-from order_engine.store import Store, StoreError
+from order_engine.store import Store
 from order_engine.venues.base import (
     Chain,
     TransientVenueError,
@@ -37,15 +33,17 @@ from order_engine.venues.tokens import TokenRegistry
 from .armed import GROUPS as ARMED_GROUPS
 from .armed import ArmedOrders
 from .confirmations import CONFIRMATIONS, Confirmations
-from .errors import EngineUnavailable, OrderLost, Unavailable
+from .errors import EngineUnavailable, Unavailable
 from .intake import OrderRequest, new_order
 from .leases import Leases
 from .outage import WriteOutage
 from .recorder import Recorder
 from .reports import building_data, report_route
+from .resume import Resumer
 from .retries import RETRIES, Retries
+from .routing_event import RoutingEvents
 from .run import OrderRun
-from .supervision import ErrorHandler, Supervisor
+from .supervision import Supervisor
 from .triggers import limit_threshold
 
 log = logging.getLogger("order_engine.engine")
@@ -84,9 +82,6 @@ class Engine:
         start-up; one process on SQLite has nobody to take over from). `market_data`: the
         streamed pool states armed orders fire on (and routing quotes from while they are
         fresh, with `quote_from_stream`)."""
-        self._store = store
-        self._market_data = market_data
-        self._quote_from_stream = quote_from_stream
         self._default_expiry_s = default_expiry_s
         self._router = router
         self._registry = registry
@@ -105,14 +100,29 @@ class Engine:
             lease_s=lease_s,
             claim_interval=claim_interval,
         )
-        self._outage = WriteOutage(settings.retry_base_ms / 1000, settings.retry_max_ms / 1000)
+        outage = WriteOutage(settings.retry_base_ms / 1000, settings.retry_max_ms / 1000)
         self._recorder = Recorder(
             store=store,
             hub=hub,
             metrics=metrics,
             on_finished=self._finished,
-            on_written=self._outage.written,
+            on_written=outage.written,
             clock=clock,
+        )
+        self._resumer = Resumer(
+            store=store,
+            recorder=self._recorder,
+            supervisor=self._supervisor,
+            settings=settings,
+            outage=outage,
+            adopt=self._adopt,
+            finished=self._finished,
+        )
+        self._routing_events = RoutingEvents(
+            recorder=self._recorder,
+            settings=settings,
+            market_data=market_data,
+            quote_from_stream=quote_from_stream,
         )
         self._armed = ArmedOrders(
             store=store,
@@ -120,9 +130,9 @@ class Engine:
             supervisor=self._supervisor,
             market_data=market_data if execute else None,
             run_for=self._run_for,
-            begin_routing=self._record_routing,
+            begin_routing=self._routing_events.record,
             enqueue=self._queue.put,
-            on_error=self._resume_on_error,
+            on_error=self._resumer.on_error,
             stopping=self._stop_requested,
             # Created below, and asked only once orders run.
             backoff=lambda attempt: self._retries.backoff(attempt),
@@ -134,7 +144,7 @@ class Engine:
             supervisor=self._supervisor,
             requeue=self._queue.put,
             rearm=self._armed.rearm,
-            on_error=self._resume_on_error,
+            on_error=self._resumer.on_error,
             rng=rng or random.Random(),
         )
         self._confirmations = Confirmations(
@@ -143,7 +153,7 @@ class Engine:
             recorder=self._recorder,
             retries=self._retries,
             supervisor=self._supervisor,
-            on_error=self._resume_on_error,
+            on_error=self._resumer.on_error,
         )
         self._accepting = False
         self._stopping = False
@@ -276,7 +286,7 @@ class Engine:
             self._busy.add(n)
             try:
                 await self._supervisor.guard(
-                    self._advance(run), f"worker-{n}", self._resume_on_error(run)
+                    self._advance(run), f"worker-{n}", self._resumer.on_error(run)
                 )
             finally:
                 self._busy.discard(n)
@@ -290,7 +300,7 @@ class Engine:
         if run.routing_recorded:
             run.routing_recorded = False  # by the trigger that fired it
         else:
-            await self._record_routing(run)
+            await self._routing_events.record(run)
         if self._stop_requested():
             return
         try:
@@ -325,90 +335,9 @@ class Engine:
             return
         await self._confirmations.send(run, route, floor)
 
-    async def _record_routing(self, run: OrderRun) -> None:
-        """The routing stage begins: a new attempt, a retry, or a fired trigger."""
-        attempt = self._next_attempt(run)
-        reason = run.retry_reason
-        retry_reason = (
-            None if reason is None else ErrorInfo(code=reason.code, message=reason.message)
-        )
-        trigger, run.trigger = run.trigger, None
-        message = "Comparing prices on Raydium and Meteora"
-        if trigger is not None and run.order.order_type is OrderType.SNIPER:
-            message = f"{run.token_out.symbol} trades at slot {trigger.slot}: routing"
-        elif trigger is not None:
-            message = f"Limit price reached at slot {trigger.slot}: routing"
-        elif attempt > 1 and run.order.order_type is OrderType.MARKET:
-            message = f"Retrying (attempt {attempt} of {self._settings.max_attempts})"
-        await self._recorder.emit(
-            run,
-            Status.ROUTING,
-            message,
-            RoutingData(
-                attempt=attempt,
-                retry_reason=retry_reason,
-                quote_source=self._quote_source(),
-                trigger=trigger,
-            ),
-            OrderUpdate(attempts=attempt),
-        )
-
-    def _quote_source(self) -> str:
-        data = self._market_data
-        streamed = self._quote_from_stream and data is not None and data.fresh()
-        return "stream" if streamed else "rpc"
-
     def _stop_requested(self) -> bool:
         """Checked between stages: a stopping engine leaves the order at its stored stage."""
         return self._stopping
-
-    def _next_attempt(self, run: OrderRun) -> int:
-        """Pending starts attempt 1; a retry is the next attempt; an order resumed after a
-        crash mid-attempt continues that attempt (a crash is not the venue's failure)."""
-        if run.status is Status.PENDING:
-            return 1
-        if run.retry_reason is not None or run.status is Status.OPEN:
-            return run.order.attempts + 1
-        return max(run.order.attempts, 1)
-
-    # -- errors -------------------------------------------------------------------------
-
-    def _resume_on_error(self, run: OrderRun) -> ErrorHandler:
-        """The one error path of work on an order: a write failed, was fenced off, or a bug
-        struck. What the store holds is the truth now: read it back (waiting out an outage)
-        and go on from there, unless the order is finished or another replica owns it."""
-
-        def resume(exc: Exception) -> None:
-            order_id = run.order_id
-            delay = self._settings.retry_base_ms / 1000
-            if isinstance(exc, StoreError):  # logged once per outage, not per order
-                delay = self._outage.failed(exc)
-                log.debug("[%s] %s; resuming from the stored state", order_id, exc)
-            elif isinstance(exc, OrderLost):
-                log.warning("[%s] %s; resuming from the stored state", order_id, exc)
-            else:  # one bad order must not take a worker down, nor stay stuck
-                log.error("[%s] unexpected error; resuming", order_id, exc_info=exc)
-            reload = self._reload(order_id, run.order.last_seq, delay)
-            self._supervisor.spawn(RETRIES, reload, f"reload-{order_id}")
-
-        return resume
-
-    async def _reload(self, order_id: str, known_seq: int, delay: float) -> None:
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                order = await self._store.get(order_id)
-                # A write reported as failed may have committed all the same: publish what
-                # is stored beyond what this engine knew, or its watchers would wait for it.
-                unseen = await self._store.events(order_id, known_seq) if order else []
-                break
-            except StoreError:
-                delay = min(delay * 2, self._settings.retry_max_ms / 1000)
-        await self._recorder.publish(unseen)
-        if order is None or order.terminal or order.owner != self._store.owner:
-            self._finished(order_id)
-            return
-        self._adopt(order)
 
     def _finished(self, order_id: str) -> None:
         """The order is finished, or no longer this replica's: let go of it."""

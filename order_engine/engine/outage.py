@@ -1,6 +1,6 @@
 """The store refusing writes (a full disk, a lost database), as the engine lives through it.
 
-Each order whose write failed is read back and tried again (`Engine._resume_on_error`); were
+Each order whose write failed is read back and tried again (`Resumer.on_error`); were
 each to wait the same short delay, a long outage would spin every stalled order and write a
 warning per try onto the very disk that is full. Instead the wait doubles with every failed
 write, up to the retry ceiling, for all orders at once, and the outage is logged when it
