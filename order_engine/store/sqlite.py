@@ -89,6 +89,7 @@ class SQLiteStore:
         self._closed = False
         self._lock: str | None = None
         self._file: DatabaseFile | None = None  # None for a memory database
+        self._corrupt: str | None = None  # what SQLite said when it met a malformed page
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -191,6 +192,7 @@ class SQLiteStore:
         try:
             outcomes = await self._on_writer(lambda: self._commit_sync(rows))
         except sqlite3.Error as exc:
+            self._note_corrupt(exc)
             for write in batch:
                 fail(write, StoreUnavailable(f"sqlite write failed: {exc}"))
             return
@@ -202,6 +204,7 @@ class SQLiteStore:
             elif isinstance(outcome, Exception) and not _outage(outcome):
                 fail(write, outcome)  # this write's own fault: repeating it fails again
             else:
+                self._note_corrupt(outcome)
                 fail(write, StoreUnavailable(f"sqlite write failed: {outcome}"))
 
     def _write_rows(self, write: Write) -> _Rows:
@@ -349,6 +352,7 @@ class SQLiteStore:
         try:
             return list(await reader.execute_fetchall(sql, params))
         except (sqlite3.Error, ValueError) as exc:
+            self._note_corrupt(exc)
             raise StoreUnavailable(f"sqlite read failed: {exc}") from exc
 
     async def _one(self, where: str, params: Any) -> Order | None:
@@ -403,9 +407,13 @@ class SQLiteStore:
 
     async def ping(self) -> None:
         """Ready only while the opened file is still the database's, its orders table can be
-        read and, once a write failed (a full disk), until a probe write succeeds."""
+        read and, once a write failed (a full disk), until a probe write succeeds. Never
+        again once a read or write met a malformed page: a corrupt file does not heal, and
+        the pages a readiness read touches may be sound while others are not."""
         if self._file is not None:
             self._file.check()
+        if self._corrupt is not None:
+            raise StoreUnavailable(self._corrupt)
         await self._read("SELECT 1 FROM orders LIMIT 1")
         if self._writes.failing is not None:
             await self._probe_write()
@@ -417,8 +425,21 @@ class SQLiteStore:
         try:
             await self._on_writer(lambda: probe_write(conn))
         except sqlite3.Error as exc:
+            self._note_corrupt(exc)
             raise StoreUnavailable(f"writes are failing: {exc}") from exc
         self._writes.failing = None
+
+    def _note_corrupt(self, exc: object) -> None:
+        """Remember (and log once) an error saying the database file is malformed."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if self._corrupt is not None or code is None:
+            return
+        if code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            self._corrupt = (
+                f"the database file {self._path} is corrupt ({exc}): restore it from a"
+                " backup, then restart the engine"
+            )
+            log.error(self._corrupt)
 
 
 _T = TypeVar("_T")
