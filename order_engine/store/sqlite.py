@@ -43,6 +43,7 @@ from order_engine.store.group_commit import (
 )
 from order_engine.store.migrations import migrate_sqlite
 from order_engine.store.rows import EVENT_COLUMNS, UNFINISHED
+from order_engine.store.sqlite_errors import corruption, is_outage
 from order_engine.store.sqlite_file import DatabaseFile
 from order_engine.store.sqlite_lock import ProcessLock
 from order_engine.store.sqlite_sql import (
@@ -201,7 +202,7 @@ class SQLiteStore:
                 succeed(write)
             elif outcome is _RULE_BROKEN:
                 fail(write, await self._rule_error(write))
-            elif isinstance(outcome, Exception) and not _outage(outcome):
+            elif isinstance(outcome, Exception) and not is_outage(outcome):
                 fail(write, outcome)  # this write's own fault: repeating it fails again
             else:
                 self._note_corrupt(outcome)
@@ -236,7 +237,7 @@ class SQLiteStore:
         except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if _outage(exc):
+            if is_outage(exc):
                 raise
             if len(rows) == 1:
                 return [exc]
@@ -431,29 +432,15 @@ class SQLiteStore:
 
     def _note_corrupt(self, exc: object) -> None:
         """Remember (and log once) an error saying the database file is malformed."""
-        code = getattr(exc, "sqlite_errorcode", None)
-        if self._corrupt is not None or code is None:
-            return
-        if code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            self._corrupt = (
-                f"the database file {self._path} is corrupt ({exc}): restore it from a"
-                " backup, then restart the engine"
-            )
-            log.error(self._corrupt)
+        if self._corrupt is None and (found := corruption(self._path, exc)) is not None:
+            self._corrupt = found
+            log.error(found)
 
 
 _T = TypeVar("_T")
 # (order row to insert, or None; update row, or None; event row)
 _Rows = tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, tuple[Any, ...]]
 _RULE_BROKEN = object()  # a write's outcome: a seq that is not next, a duplicate key
-
-
-def _outage(exc: Exception) -> bool:
-    """An error of the database (locked, I/O, full, corrupt), not of the row being written:
-    every write would meet it."""
-    return isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError) or (
-        type(exc) is sqlite3.DatabaseError
-    )
 
 
 class _BatchRejected(Exception):
