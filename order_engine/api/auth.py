@@ -59,20 +59,30 @@ def presented_key(request: web.Request) -> str | None:
     key = request.headers.get("x-api-key")
     if key is not None or request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
         return key
-    # The first header only, as aiohttp's handshake reads it.
-    offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]
-    for protocol in offered:
+    refusal = subprotocol_refusal(request)
+    if refusal is not None:
+        raise refusal
+    for protocol in _offered(request):
         if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
-            if SUBPROTOCOL not in offered:
-                # aiohttp would log the offer (the key) as not overlapping, and a browser
-                # would drop a handshake that answers none of its protocols.
-                raise ApiError(
-                    400,
-                    "subprotocol_required",
-                    f"offer the subprotocol '{SUBPROTOCOL}' beside the key's",
-                )
             return protocol[len(KEY_SUBPROTOCOL_PREFIX) :]
     return request.query.get("apiKey")
+
+
+def subprotocol_refusal(request: web.BaseRequest) -> ApiError | None:
+    """A key offered as a subprotocol without `order-engine` beside it is refused, whether
+    or not keys are checked: aiohttp's handshake would log the offer (the key) as not
+    overlapping, and a browser would drop a handshake that answers none of its protocols."""
+    offered = _offered(request)
+    if SUBPROTOCOL in offered or not any(p.startswith(KEY_SUBPROTOCOL_PREFIX) for p in offered):
+        return None
+    return ApiError(
+        400, "subprotocol_required", f"offer the subprotocol '{SUBPROTOCOL}' beside the key's"
+    )
+
+
+def _offered(request: web.BaseRequest) -> list[str]:
+    # The first header only, as aiohttp's handshake reads it.
+    return [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]
 
 
 def unauthorized() -> ApiError:

@@ -9,6 +9,7 @@ import binascii
 
 from aiohttp import WSCloseCode, hdrs, web
 
+from order_engine.api.auth import subprotocol_refusal
 from order_engine.api.errors import ApiError
 
 CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY  # 1001: server shutting down
@@ -137,7 +138,7 @@ def handshake_refusal(request: web.BaseRequest) -> ApiError | None:
         valid = False
     if not valid:
         return _header_refusal(request, hdrs.SEC_WEBSOCKET_KEY, "must be 16 bytes in base64")
-    return None
+    return subprotocol_refusal(request)
 
 
 def _header_refusal(

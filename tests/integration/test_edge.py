@@ -155,6 +155,27 @@ async def test_a_websocket_takes_the_key_as_a_subprotocol_and_never_echoes_it(
     assert refused.value.status == 400
 
 
+@pytest.mark.parametrize("auth", [False, True], ids=["auth-off", "key-in-header-too"])
+async def test_a_lone_key_subprotocol_is_refused_and_never_logged(
+    aiohttp_client: Any,
+    tmp_path: Path,
+    market: SimulatedMarket,
+    caplog: pytest.LogCaptureFixture,
+    auth: bool,
+) -> None:
+    """Whether keys are checked or the key came in a header, an offer aiohttp could not answer
+    never reaches its handshake, which would log the offered protocols, key and all."""
+    settings = make_settings(tmp_path, auth={"api_keys": (ALICE_ENTRY,) if auth else ()})
+    client = await serve(aiohttp_client, settings, market)
+    secret = "key.never-logged-0123456789"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect(
+            "/api/orders/stream", protocols=(secret,), headers={"x-api-key": ALICE}
+        )
+    assert refused.value.status == 400
+    assert not [r for r in caplog.records if secret in r.getMessage()]
+
+
 # -- item 4: buckets shared through Redis ----------------------------------------------------
 
 
