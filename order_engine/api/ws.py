@@ -397,6 +397,19 @@ class OrderStreams:
 _FRAME_HEADER_MAX = 10
 
 
+def cannot_wait(transport: asyncio.BaseTransport, nbytes: int) -> bool:
+    """Whether writing `nbytes` more on `transport` surely does not pause it. Asked of its
+    methods, not its type: uvloop's transports, which the command line runs on, subclass
+    none of asyncio's."""
+    limits = getattr(transport, "get_write_buffer_limits", None)
+    size_of = getattr(transport, "get_write_buffer_size", None)
+    if limits is None or size_of is None:
+        return False
+    low, high = limits()
+    size = size_of()
+    return bool(size <= low and size + nbytes <= high)
+
+
 async def send_text(
     ws: web.WebSocketResponse,
     text: str,
@@ -410,13 +423,10 @@ async def send_text(
     since. With the buffer at most at the low-water mark (so not paused) and, with this
     frame, under the high-water one (so not paused by it), the send cannot wait and needs
     no timer: creating and cancelling one per frame was a visible share of a stream's CPU."""
-    if isinstance(transport, asyncio.WriteTransport):
-        low, high = transport.get_write_buffer_limits()
-        size = transport.get_write_buffer_size()
-        # Every character is at most 4 bytes of UTF-8.
-        if size <= low and size + 4 * len(text) + _FRAME_HEADER_MAX <= high:
-            await ws.send_str(text)
-            return
+    # Every character is at most 4 bytes of UTF-8.
+    if transport is not None and cannot_wait(transport, 4 * len(text) + _FRAME_HEADER_MAX):
+        await ws.send_str(text)
+        return
     try:
         async with asyncio.timeout(timeout):
             await ws.send_str(text)
