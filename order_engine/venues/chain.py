@@ -23,7 +23,6 @@ import asyncio
 import logging
 import os
 import random
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -302,17 +301,19 @@ class SimulatedChain:
         batch, self._batch = self._batch, ChainBatch()
         done, self._batch_done = self._batch_done, None
         arrivals, self._arrivals = self._arrivals, []
-        for signature in arrivals:
-            if signature in self._in_flight and self._statuses.get(signature) is _PENDING:
-                batch.settled.append(self._execute(signature))
-        if self.state_source is not None:
-            pools, meta = self.state_source()
-            batch.pools.extend(pools)
-            batch.meta.update(meta)
-        batch.meta["clock"] = {"slot": self.current_slot(), "wall": time.time()}
         try:
+            for signature in arrivals:
+                if signature in self._in_flight and self._statuses.get(signature) is _PENDING:
+                    batch.settled.append(self._execute(signature))
+            if self.state_source is not None:
+                pools, meta = self.state_source()
+                batch.pools.extend(pools)
+                batch.meta.update(meta)
+            batch.meta["clock"] = {"slot": self.current_slot(), "wall": time.time()}
             self._state.commit(batch)
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            # Not only the database's errors: a sender awaits `done`, and an error escaping
+            # this callback would leave it waiting forever.
             self._commit_failed(batch, done, exc)
             return
         for tx, dropped in batch.received:
@@ -329,7 +330,7 @@ class SimulatedChain:
         self._forget_old()
 
     def _commit_failed(
-        self, batch: ChainBatch, done: asyncio.Future[None] | None, exc: sqlite3.Error
+        self, batch: ChainBatch, done: asyncio.Future[None] | None, exc: Exception
     ) -> None:
         """Nothing becomes known. The transactions received are refused (never recorded,
         they never land); the landings, whose pools moved already, wait unannounced for a

@@ -5,14 +5,17 @@ the statuses of recent slots, and at most so many."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from order_engine.venues import PROFILES, SimulatedMarket
-from order_engine.venues.base import TX_DROPPED, Tx, TxState
+from order_engine.venues.base import TX_DROPPED, TransientVenueError, Tx, TxState
 from order_engine.venues.chain_state import ChainState
 from order_engine.venues.tokens import REGISTRY
 
@@ -165,3 +168,17 @@ async def test_a_landing_is_committed_before_anyone_can_see_it(tmp_path: Path) -
         await landed(market)
         assert seen == [(TxState.PENDING, published)]
         assert market.feed.last_seq > published  # published once committed
+
+
+async def test_a_send_the_chain_cannot_record_is_refused_not_left_waiting(tmp_path: Path) -> None:
+    """Whatever fails the chain's commit, not only an error of SQLite's (here the market's
+    state cannot be read), the sender hears of it instead of waiting forever."""
+
+    def unreadable() -> Any:
+        raise ValueError("a market state that cannot be written")
+
+    async with market_on(tmp_path / "chain.db") as market:
+        market.chain.state_source = unreadable
+        with pytest.raises(TransientVenueError, match="could not record"):
+            async with asyncio.timeout(5):
+                await sent(market)
