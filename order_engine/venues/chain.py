@@ -109,6 +109,7 @@ class SimulatedChain:
         self._forced_drops = 0
         self._failing_builds = 0
         self._held: list[str] | None = None
+        self._landing: dict[str, asyncio.TimerHandle] = {}  # on their way to landing
         # Called with its slot once a batch's landings are committed, before anyone hears
         # they landed, so that the pools' new state is published first.
         self.on_landed: Callable[[int], None] | None = None
@@ -233,6 +234,20 @@ class SimulatedChain:
         if self._held is None:
             self._held = []
 
+    def halt(self) -> list[str]:
+        """The market stops: nothing lands any more (its timers would land transactions and
+        commit them after the stop). What was on its way, for `land_soon` on a restart."""
+        for timer in self._landing.values():
+            timer.cancel()
+        halted = list(self._landing)
+        self._landing.clear()
+        return halted
+
+    def land_soon(self, signatures: list[str]) -> None:
+        """Land these (halted on their way) as if they arrived now."""
+        for signature in signatures:
+            self._arrive(signature)
+
     def release(self) -> None:
         held, self._held = self._held or [], None
         self._arrivals.extend(held)
@@ -285,9 +300,11 @@ class SimulatedChain:
     def _arrive_later(self, signature: str) -> None:
         low, high = self._profile.land_latency_ms
         delay = self._rng.uniform(low, high) / 1000 if high > 0 else 0.0
-        asyncio.get_running_loop().call_later(delay, self._arrive, signature)
+        loop = asyncio.get_running_loop()
+        self._landing[signature] = loop.call_later(delay, self._arrive, signature)
 
     def _arrive(self, signature: str) -> None:
+        self._landing.pop(signature, None)
         if self._held is not None:
             self._held.append(signature)
         else:

@@ -128,6 +128,8 @@ class SimulatedMarket:
         self.chain.on_landed = self._on_landed
         self.chain.state_source = self._unsaved_state
         self._resumed = False
+        # Stopped after a start (its file closed): the chain's transactions halted on their way.
+        self._halted: list[str] | None = None
         self.controls = LocalControls(self)
         self._task: asyncio.Task[None] | None = None
         self._slots: asyncio.Task[None] | None = None
@@ -267,6 +269,11 @@ class SimulatedMarket:
             resumed = self.chain.resume(self.registry)
             if resumed:
                 log.info("the chain resumed %d transaction(s) received before it stopped", resumed)
+        elif self._halted is not None:  # started again in this process: the chain goes on
+            if self._state is not None:
+                self._state.open()
+            halted, self._halted = self._halted, None
+            self.chain.land_soon(halted)
         if self._slots is None:
             self._slots = asyncio.create_task(self._notify_slots(), name="market-slots")
         if self.profile.drift_interval_ms > 0 and self._task is None:
@@ -281,8 +288,11 @@ class SimulatedMarket:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._slots = self._launcher = None
-        if self._resumed:
+        if self._resumed and self._halted is None:
+            self._halted = self.chain.halt()
             self.chain.flush()  # what moved since the last commit
+            if self._state is not None and self._state.durable:
+                self._state.close()  # the file and its lock are free for the next process
 
     async def _drift(self) -> None:
         while True:

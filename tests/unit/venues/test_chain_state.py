@@ -6,6 +6,7 @@ the statuses of recent slots, and at most so many."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -182,3 +183,29 @@ async def test_a_send_the_chain_cannot_record_is_refused_not_left_waiting(tmp_pa
         with pytest.raises(TransientVenueError, match="could not record"):
             async with asyncio.timeout(5):
                 await sent(market)
+
+
+async def test_a_stopped_market_lands_nothing_and_hands_its_file_over(tmp_path: Path) -> None:
+    """A transaction on its way when the market stops lands once, by whoever opens the file
+    next (here a market in the same process), never by the stopped one's timers as well."""
+    path = tmp_path / "chain.db"
+    slow = dataclasses.replace(INSTANT, land_latency_ms=(50.0, 50.0))
+    first_state = ChainState(path)
+    first = SimulatedMarket(slow, seed=3, state=first_state)
+    await first.start()
+    tx = await sent(first)
+    await first.stop()  # the transaction is still on its way
+    state = ChainState(path)
+    second = SimulatedMarket(slow, seed=3, state=state)
+    await second.start()  # would fail if the stopped market still held the file
+    try:
+        assert (await second.chain.wait(tx.signature, 5)).state is TxState.LANDED
+        # The stopped market's timer was due before the second's: it has had its chance,
+        # and landed nothing.
+        assert (await first.chain.status(tx.signature)).state is TxState.PENDING
+        assert second.chain.landed_count(tx.signature) == 1
+        assert [e.signature for e in second.chain.ledger].count(tx.signature) == 1
+    finally:
+        await second.stop()
+        state.close()
+        first_state.close()
