@@ -64,15 +64,22 @@ class RedisLimiter:
         on_fallback: Callable[[], None] = lambda: None,
         timeout_s: float = 0.25,
         retry_s: float = 1.0,
+        max_connections: int = 64,
     ) -> None:
-        self._redis = aioredis.Redis.from_url(
+        # A pool that makes a request wait (up to the timeout) for a free connection: the
+        # default pool raises at once past its size, which busy moments, the very ones a
+        # limit is for, would take for Redis failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
             # A pooled connection that died with the server fails once; the retry reconnects.
             retry=Retry(NoBackoff(), 1),
             retry_on_error=[RedisConnectionError],
         )
+        self._redis = aioredis.Redis.from_pool(pool)  # closed with the client
         self._take = self._redis.register_script(TAKE)
         self._prefix = prefix
         # A bucket is full again after burst / rate seconds: Redis may forget it then.

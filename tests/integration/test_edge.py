@@ -230,6 +230,27 @@ async def test_while_redis_is_down_each_replica_limits_alone_and_counts_it(
     assert fallbacks == 4
 
 
+async def test_more_requests_at_once_than_connections_still_share_redis(redis_url: str) -> None:
+    """A burst wider than the connection pool waits for a connection: it is no outage, and
+    no request falls back to this replica's own buckets (the pool used to refuse at once)."""
+    fallbacks: list[str] = []
+    limiter = RedisLimiter(
+        redis_url,
+        1000.0,
+        1000,
+        prefix=f"test:{uuid.uuid4().hex}:",
+        fallback=MemoryLimiter(TokenBuckets(1000.0, 1000)),
+        on_fallback=lambda: fallbacks.append("local"),
+        max_connections=8,
+    )
+    try:
+        waits = await asyncio.gather(*(limiter.take(f"ip:{i}") for i in range(200)))
+    finally:
+        await limiter.close()
+    assert waits == [0] * 200
+    assert fallbacks == []
+
+
 async def test_a_limiter_shares_its_buckets_again_once_redis_answers(
     redis_proxy: TcpProxy,
 ) -> None:
