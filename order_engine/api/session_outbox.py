@@ -97,9 +97,6 @@ class Outbox:
             burst = [await self._queue.get()]
             while len(burst) < MAX_BURST and not self._queue.empty():
                 burst.append(self._queue.get_nowait())
-            for item in burst:
-                if not isinstance(item, LastWord):
-                    self._room.release()
             corked = len(burst) > 1 and self._cork(True)
             try:
                 for item in burst:
@@ -112,6 +109,9 @@ class Outbox:
                         await self._send(item)
                     except ConnectionError:
                         return  # the client is gone; the session's reader sees it too
+                    # Room is made once a frame is written, not when its burst is taken:
+                    # the bound holds frames taken but not yet sent too.
+                    self._room.release()
             finally:
                 if corked:
                     self._cork(False)
