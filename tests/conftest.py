@@ -32,7 +32,16 @@ from tests.support.engines import build_engine
 from tests.support.factories import make_settings
 from tests.support.faulty_store import FaultyStore
 from tests.support.processes import MissingProgram, Process, chain_service
-from tests.support.services import postgres_schema, unavailable
+from tests.support.services import RUN_SLOW, postgres_schema, unavailable
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if RUN_SLOW:
+        return
+    skip = pytest.mark.skip(reason="a slow scenario: `make test-all` and CI run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.hookimpl(wrapper=True)

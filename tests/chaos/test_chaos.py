@@ -57,6 +57,8 @@ from tests.chaos.history import (
 from tests.support.processes import Process, free_port, launch, redis_server
 from tests.support.services import POSTGRES_URL, postgres_schema
 
+pytestmark = pytest.mark.slow  # skipped by a plain `make test`: see tests/conftest.py
+
 SEED = int(os.environ.get("ORDER_ENGINE_CHAOS_SEED", "20251125"))
 CLIENTS = 8  # client ids in the history: order i belongs to client i % CLIENTS
 STALL_S = 10.0  # a watcher that hears nothing this long reconnects (and the history says so)

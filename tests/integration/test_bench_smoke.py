@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.services import require_postgres, require_redis
+
+pytestmark = pytest.mark.slow  # skipped by a plain `make test`: see tests/conftest.py
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = {

@@ -45,6 +45,7 @@ async def store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_schemathesis_finds_no_5xx_and_no_schema_violation(
     tmp_path: Path, backend: str
@@ -152,6 +153,7 @@ async def test_a_slow_body_is_cut_off_and_others_are_served(
     writer.close()
 
 
+@pytest.mark.slow
 async def test_thousands_of_sockets_that_never_read_do_not_stop_the_others(
     client: TestClient[Any, Application],
 ) -> None:

@@ -18,6 +18,8 @@ import pytest
 from tests.support.processes import Process, chain_service, free_port, nginx, redis_server, replica
 from tests.support.services import postgres_schema
 
+pytestmark = pytest.mark.slow  # skipped by a plain `make test`: see tests/conftest.py
+
 ORDER = {"tokenIn": "SOL", "tokenOut": "USDC", "amount": 1.5}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 from aiohttp import web
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -27,6 +28,8 @@ from order_engine.venues.tokens import REGISTRY
 from tests.support.factories import ORDER, make_settings
 from tests.support.processes import free_port
 from tests.support.services import postgres_schema, require_postgres
+
+pytestmark = pytest.mark.slow  # skipped by a plain `make test`: see tests/conftest.py
 
 T = TypeVar("T")
 SOL, USDC = REGISTRY.resolve("SOL"), REGISTRY.resolve("USDC")

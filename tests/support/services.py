@@ -23,6 +23,9 @@ REDIS_PORT = int(os.environ.get("ORDER_ENGINE_TEST_REDIS_PORT", "6379"))
 
 # CI sets this: a test that needs PostgreSQL, Redis or a program then fails instead of skipping.
 REQUIRE_SERVICES = os.environ.get("ORDER_ENGINE_REQUIRE_SERVICES") == "1"
+# Slow scenarios (chaos, scaled-out, browser, long fuzzing) run under CI and `make test-all`;
+# a plain `make test` skips them, saying so, to stay quick for a newcomer.
+RUN_SLOW = REQUIRE_SERVICES or os.environ.get("ORDER_ENGINE_SLOW_TESTS") == "1"
 
 
 def unavailable(reason: str) -> NoReturn:
