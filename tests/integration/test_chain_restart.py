@@ -18,6 +18,7 @@ import aiohttp
 from order_engine.venues.base import LedgerEntry
 from order_engine.venues.chain_state import ChainState
 from order_engine.venues.tokens import REGISTRY
+from tests.support.clients import post_order_to, until_submitted
 from tests.support.processes import Process, chain_service, engine, free_port, run
 
 ORDERS = 6
@@ -54,26 +55,6 @@ def the_engine(tmp_path: Path, port: int, **env: str) -> AbstractAsyncContextMan
     )
 
 
-async def submit(http: aiohttp.ClientSession, base: str) -> str:
-    async with http.post(f"{base}/api/order/execute", json=ORDER) as resp:
-        body = await resp.json()
-        assert resp.status == 201, body
-        order_id: str = body["orderId"]
-        return order_id
-
-
-async def until_submitted(http: aiohttp.ClientSession, base: str, order_id: str) -> str:
-    """The order's signature, once it is `submitted` (stored; the engine sends it next)."""
-    url = f"{base}/api/order/status?orderId={order_id}"
-    async with asyncio.timeout(WAIT_S), http.ws_connect(url) as ws:
-        while True:
-            event = await ws.receive_json()
-            assert event["status"] not in ("confirmed", "failed"), event
-            if event["status"] == "submitted":
-                signature: str = event["data"]["txHash"]
-                return signature
-
-
 async def history(http: aiohttp.ClientSession, base: str, order_id: str) -> list[dict[str, Any]]:
     """Every event of the order, once the engine has finished it (it closes the stream)."""
     seen = []
@@ -90,8 +71,8 @@ async def orders_in_flight(
     """Orders `submitted`, and with the chain service, received by it: a transaction the
     engine had not yet sent when the chain died is rebuilt once its blockhash expires,
     rightly, but a minute later."""
-    order_ids = [await submit(http, base) for _ in range(ORDERS)]
-    signatures = await asyncio.gather(*(until_submitted(http, base, o) for o in order_ids))
+    order_ids = [await post_order_to(http, base) for _ in range(ORDERS)]
+    signatures = await asyncio.gather(*(until_submitted(http, base, o, WAIT_S) for o in order_ids))
     if chain_url is not None:
         for signature in signatures:
             url = f"{chain_url}/admin/received/{signature}"

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.clients import post_order_to, until_submitted
 from tests.support.processes import (
     ENGINE_READY,
     READY_TIMEOUT_S,
@@ -51,24 +52,10 @@ async def in_flight(tmp_path: Path) -> AsyncIterator[InFlight]:
         http = await stack.enter_async_context(aiohttp.ClientSession())
         async with http.post(f"{chain.url}/admin/hold") as resp:
             assert resp.status == 200
-        order_ids = [await post(http, first.url) for _ in range(IN_FLIGHT)]
+        order_ids = [await post_order_to(http, first.url) for _ in range(IN_FLIGHT)]
         for order_id in order_ids:
             await until_submitted(http, first.url, order_id)
         yield InFlight(chain, first, order_ids, http)
-
-
-async def post(http: aiohttp.ClientSession, base: str) -> str:
-    async with http.post(f"{base}/api/order/execute", json=ORDER) as resp:
-        body = await resp.json()
-        assert resp.status == 201, body
-        order_id: str = body["orderId"]
-        return order_id
-
-
-async def until_submitted(http: aiohttp.ClientSession, base: str, order_id: str) -> None:
-    async with http.ws_connect(f"{base}/api/order/status?orderId={order_id}") as ws:
-        while (await ws.receive_json(timeout=10))["status"] != "submitted":
-            pass
 
 
 async def events(http: aiohttp.ClientSession, base: str, order_id: str) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp import ClientSession, ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 
@@ -24,6 +24,29 @@ async def post_order(client: TestClient[Any, Application], **overrides: Any) -> 
     assert resp.status == 201, body
     order_id: str = body["orderId"]
     return order_id
+
+
+async def post_order_to(http: ClientSession, base: str, **overrides: Any) -> str:
+    """`post_order` against a server in another process (`base`: its http://host:port)."""
+    async with http.post(f"{base}/api/order/execute", json={**ORDER, **overrides}) as resp:
+        body = await resp.json()
+        assert resp.status == 201, body
+        order_id: str = body["orderId"]
+        return order_id
+
+
+async def until_submitted(
+    http: ClientSession, base: str, order_id: str, timeout: float = 60
+) -> str:
+    """The order's signature, once it is `submitted` (stored; the engine sends it next)."""
+    url = f"{base}/api/order/status?orderId={order_id}"
+    async with asyncio.timeout(timeout), http.ws_connect(url) as ws:
+        while True:
+            event = await ws.receive_json()
+            assert event["status"] not in ("confirmed", "failed"), event
+            if event["status"] == "submitted":
+                signature: str = event["data"]["txHash"]
+                return signature
 
 
 async def read_until_closed(
