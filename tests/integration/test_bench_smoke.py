@@ -39,15 +39,20 @@ TARGETS = {
 }
 
 
-def test_bench_smoke(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--results", str(tmp_path)],
+def bench_run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m <args>` from the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    done = bench_run(["bench", "--smoke", "--results", str(tmp_path)], timeout=100)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "order_engine benchmark" in out
@@ -90,10 +95,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
 def test_bench_compares_with_a_baseline_checkout(tmp_path: Path) -> None:
     """`--baseline-checkout` runs the e2e row on that checkout too (here: this one, with this
     interpreter), and the e2e row's target is the ratio of their CPU per order."""
-    done = subprocess.run(
+    done = bench_run(
         [
-            sys.executable,
-            "-m",
             "bench",
             "--smoke",
             "--scenarios",
@@ -105,11 +108,7 @@ def test_bench_compares_with_a_baseline_checkout(tmp_path: Path) -> None:
             "--results",
             str(tmp_path),
         ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
         timeout=100,
-        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "latest.json").read_text())
@@ -122,18 +121,12 @@ def test_bench_compares_with_a_baseline_checkout(tmp_path: Path) -> None:
 
 def test_triggers_bench_smoke() -> None:
     """`python -m bench.triggers` with tiny counts: every row is printed."""
-    done = subprocess.run(
+    done = bench_run(
         [
-            sys.executable,
-            "-m",
             "bench.triggers",
             *("--orders", "300", "--crossed", "50", "--snipers", "5", "--seconds", "0.2"),
         ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "300" in done.stdout  # open limit orders
@@ -144,13 +137,6 @@ def test_triggers_bench_smoke() -> None:
 
 def test_reads_bench_smoke() -> None:
     """`python -m bench.reads` with tiny counts: both rows are printed."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.reads", "--orders", "2000", "--scanners", "4"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = bench_run(["bench.reads", "--orders", "2000", "--scanners", "4"], timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "quiet" in done.stdout and "4 history scanners" in done.stdout
