@@ -23,6 +23,7 @@ from order_engine.venues.base import (
     NO_QUOTES,
     PRICE_IMPACT_TOO_HIGH,
     VENUE_TIMEOUT,
+    LocalCurve,
     PermanentVenueError,
     Quote,
     TransientVenueError,
@@ -82,15 +83,18 @@ class Router:
         if not venues:
             raise ValueError("a router needs at least one venue")
         self._venues = list(venues)
+        self._local = [v if isinstance(v, LocalCurve) else None for v in self._venues]
         self._timeout = quote_timeout
         self._split_min_gain_bps = split_min_gain_bps
         self._steps = split_steps
         self._max_impact = max_price_impact_bps
 
     async def route(self, token_in: Token, token_out: Token, amount_in: int) -> Route:
-        probes = await asyncio.gather(
-            *(self._probe(v, token_in, token_out, amount_in) for v in self._venues)
-        )
+        probes = self._probe_now(token_in, token_out, amount_in)
+        if probes is None:
+            probes = await asyncio.gather(
+                *(self._probe(v, token_in, token_out, amount_in) for v in self._venues)
+            )
         results = [p.whole for p in probes]
         quotes = tuple(sorted((r for r in results if isinstance(r, Quote)), key=_best_first))
         named = zip((v.name for v in self._venues), results, strict=True)
@@ -117,14 +121,36 @@ class Router:
             )
         return route
 
-    async def _probe(
-        self, venue: Venue, token_in: Token, token_out: Token, amount_in: int
-    ) -> _Probe:
-        sizes = [
+    def _probe_sizes(self, amount_in: int) -> list[int]:
+        return [
             amount_in,
             self._finest_leg(amount_in),
             min(amount_in + amount_in // 16 + 1, _U64_MAX),
         ]
+
+    def _probe_now(self, token_in: Token, token_out: Token, amount_in: int) -> list[_Probe] | None:
+        """Every venue probed from pools held here, without a task or a timer per venue (a
+        visible share of an order's CPU); None unless every venue can, or if one of them
+        cannot fill the order (the venue's own quote then says why)."""
+        sizes = self._probe_sizes(amount_in)
+        probes = []
+        for local in self._local:
+            if local is None:
+                return None
+            try:
+                curve = local.curve_now(token_in, token_out, sizes)
+            except VenueError as exc:
+                probes.append(_Probe(exc, None, None))
+                continue
+            if curve is None or curve[0] is None:
+                return None
+            probes.append(_Probe(curve[0], curve[1], curve[2]))
+        return probes
+
+    async def _probe(
+        self, venue: Venue, token_in: Token, token_out: Token, amount_in: int
+    ) -> _Probe:
+        sizes = self._probe_sizes(amount_in)
         try:
             async with asyncio.timeout(self._timeout):
                 whole, small, beyond = await venue.quote_curve(token_in, token_out, sizes)
@@ -161,6 +187,10 @@ class Router:
         self, venue: Venue, token_in: Token, token_out: Token, amounts: list[int]
     ) -> list[Quote | None] | None:
         try:
+            if isinstance(venue, LocalCurve):
+                curve = venue.curve_now(token_in, token_out, amounts)
+                if curve is not None:
+                    return curve
             async with asyncio.timeout(self._timeout):
                 return await venue.quote_curve(token_in, token_out, amounts)
         except (TimeoutError, VenueError):

@@ -3,12 +3,12 @@ and by the venue's own quote call (with its latency) while it is not."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 from order_engine.market.data import MarketData
 from order_engine.venues.base import Quote, Venue
 from order_engine.venues.tokens import Token
+from order_engine.venues.venue import SimulatedVenue
 
 STREAM = "stream"
 RPC = "rpc"
@@ -37,7 +37,8 @@ class StreamedVenue:
             self._count(RPC)
             return await self._rpc.quote(token_in, token_out, amount_in)
         self._count(STREAM)
-        return self._stamp(await local.quote(token_in, token_out, amount_in))
+        # The mirrors have no latency and no faults: no round trip to simulate.
+        return local.best_quote(token_in, token_out, amount_in, source=STREAM, slot=self._data.slot)
 
     async def quote_curve(
         self, token_in: Token, token_out: Token, amounts_in: Sequence[int]
@@ -47,14 +48,21 @@ class StreamedVenue:
             self._count(RPC)
             return await self._rpc.quote_curve(token_in, token_out, amounts_in)
         self._count(STREAM)
-        curve = await local.quote_curve(token_in, token_out, amounts_in)
-        return [None if q is None else self._stamp(q) for q in curve]
+        return local.curve(token_in, token_out, amounts_in, source=STREAM, slot=self._data.slot)
 
-    def _local(self) -> Venue | None:
+    def curve_now(
+        self, token_in: Token, token_out: Token, amounts_in: Sequence[int]
+    ) -> list[Quote | None] | None:
+        """The curve from the streamed pools, computed here and now; None while the view is
+        not fresh (the caller then asks `quote_curve`, which goes to the venue)."""
+        local = self._local()
+        if local is None:
+            return None
+        self._count(STREAM)
+        return local.curve(token_in, token_out, amounts_in, source=STREAM, slot=self._data.slot)
+
+    def _local(self) -> SimulatedVenue | None:
         return self._data.venue(self.name) if self._data.fresh() else None
-
-    def _stamp(self, quote: Quote) -> Quote:
-        return dataclasses.replace(quote, source=STREAM, slot=self._data.slot)
 
     def _count(self, source: str) -> None:
         if self._counted is not None:

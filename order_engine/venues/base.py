@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from order_engine.venues.tokens import Token
 
@@ -158,6 +158,19 @@ class Venue(Protocol):
         """Quotes for several input sizes against one pool snapshot, in one round trip:
         what a split-route search needs. None for a size the pools cannot fill (too small
         or too large); otherwise the same errors as `quote`."""
+        ...
+
+
+@runtime_checkable
+class LocalCurve(Protocol):
+    """A venue that can often quote from pools held in this process: no round trip, no
+    task, no timeout. The router asks it first."""
+
+    def curve_now(
+        self, token_in: Token, token_out: Token, amounts_in: Sequence[int]
+    ) -> list[Quote | None] | None:
+        """`quote_curve`'s answer computed at once, or None when it cannot be (the caller
+        then awaits `quote_curve`)."""
         ...
 
 

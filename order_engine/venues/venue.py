@@ -72,17 +72,42 @@ class SimulatedVenue:
         self, token_in: Token, token_out: Token, amounts_in: Sequence[int]
     ) -> list[Quote | None]:
         await self._round_trip()
-        return [self._curve_point(token_in, token_out, amount) for amount in amounts_in]
+        return self.curve(token_in, token_out, amounts_in)
 
-    def _curve_point(self, token_in: Token, token_out: Token, amount_in: int) -> Quote | None:
+    def curve(
+        self,
+        token_in: Token,
+        token_out: Token,
+        amounts_in: Sequence[int],
+        *,
+        source: str = "rpc",
+        slot: int | None = None,
+    ) -> list[Quote | None]:
+        """`quote_curve` against the pools as they are now, without the round trip: what
+        quoting from a local copy of the pools does (stamped with its `source` and `slot`)."""
+        return [
+            self._curve_point(token_in, token_out, amount, source, slot) for amount in amounts_in
+        ]
+
+    def _curve_point(
+        self, token_in: Token, token_out: Token, amount_in: int, source: str, slot: int | None
+    ) -> Quote | None:
         try:
-            return self.best_quote(token_in, token_out, amount_in)
+            return self.best_quote(token_in, token_out, amount_in, source=source, slot=slot)
         except PermanentVenueError as exc:
             if exc.code in (AMOUNT_TOO_SMALL, INSUFFICIENT_LIQUIDITY):
                 return None
             raise
 
-    def best_quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
+    def best_quote(
+        self,
+        token_in: Token,
+        token_out: Token,
+        amount_in: int,
+        *,
+        source: str = "rpc",
+        slot: int | None = None,
+    ) -> Quote:
         """The route with the most output, priced against the pools as they are now."""
         paths = self._paths(token_in, token_out)
         if not paths:
@@ -111,7 +136,7 @@ class SimulatedVenue:
                 INSUFFICIENT_LIQUIDITY,
                 f"{self.name}'s pools cannot fill {token_in.format(amount_in)} {token_in.symbol}",
             )
-        return self._to_quote(token_in, token_out, amount_in, *best)
+        return self._to_quote(token_in, token_out, amount_in, *best, source, slot)
 
     def price_bound(self, token_in: Token, token_out: Token) -> float | None:
         """The most output per unit of input (base units) any path pays at the pools' current
@@ -170,7 +195,14 @@ class SimulatedVenue:
         return fills
 
     def _to_quote(
-        self, token_in: Token, token_out: Token, amount_in: int, fills: list[Fill], path: list[str]
+        self,
+        token_in: Token,
+        token_out: Token,
+        amount_in: int,
+        fills: list[Fill],
+        path: list[str],
+        source: str,
+        slot: int | None,
     ) -> Quote:
         hops = tuple(
             Hop(
@@ -184,9 +216,11 @@ class SimulatedVenue:
             for (a, b), fill in zip(pairwise(path), fills, strict=True)
         )
         amount_out = fills[-1].amount_out
-        kept = math.prod(1 - fill.fee / fill.amount_in for fill in fills)
-        undisturbed = math.prod(1 - fill.price_impact_bps / 10_000 for fill in fills)
-        price = float(token_out.to_ui(amount_out) / token_in.to_ui(amount_in))
+        kept = math.prod([1 - fill.fee / fill.amount_in for fill in fills])
+        undisturbed = math.prod([1 - fill.price_impact_bps / 10_000 for fill in fills])
+        # UI units out per UI unit in. Integers divide exactly rounded, so this is the
+        # float nearest the exact ratio (and cheaper than Decimal: it runs per quote).
+        price = (amount_out * token_in.scale) / (amount_in * token_out.scale)
         return Quote(
             venue=self.name,
             token_in=token_in,
@@ -197,6 +231,8 @@ class SimulatedVenue:
             price=price,
             price_impact_bps=(1 - undisturbed) * 10_000,
             hops=hops,
+            source=source,
+            slot=slot,
         )
 
     async def _round_trip(self) -> None:
