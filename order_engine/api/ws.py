@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -432,6 +433,49 @@ async def send_text(
             await ws.send_str(text)
     except TimeoutError:
         raise SlowConsumer from None
+
+
+def text_frames(texts: list[str]) -> bytes:
+    """`texts` as consecutive unmasked, uncompressed text frames (RFC 6455 5.2), as a
+    server sends them."""
+    out = bytearray()
+    for text in texts:
+        payload = text.encode()
+        n = len(payload)
+        if n < 126:
+            out += _FRAME_SHORT.pack(0x81, n)
+        elif n < 65_536:
+            out += _FRAME_MEDIUM.pack(0x81, 126, n)
+        else:
+            out += _FRAME_LONG.pack(0x81, 127, n)
+        out += payload
+    return bytes(out)
+
+
+_FRAME_SHORT = struct.Struct("!BB")
+_FRAME_MEDIUM = struct.Struct("!BBH")
+_FRAME_LONG = struct.Struct("!BBQ")
+
+
+def write_burst(
+    ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, texts: list[str]
+) -> bool:
+    """Write `texts` as text frames in ONE write to the connection, or nothing and False:
+    when the frames would need compressing (the client asked for it), or when the write
+    could pause the connection (the caller then sends them one by one, each under the send
+    timeout). A burst of frames written one by one costs a system call and a segment each.
+    Raises ConnectionResetError if the connection is closing."""
+    # Asked of its methods, not its type, as `cannot_wait` does (uvloop's transports).
+    write = None if transport is None else getattr(transport, "write", None)
+    if ws.compress or transport is None or write is None:
+        return False
+    frames = text_frames(texts)
+    if not cannot_wait(transport, len(frames)):
+        return False
+    if ws.closed or transport.is_closing():
+        raise ConnectionResetError("Cannot write to closing transport")
+    write(frames)
+    return True
 
 
 class _Refused(Exception):

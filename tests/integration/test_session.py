@@ -138,9 +138,14 @@ async def http_error(client: Client, body: Any) -> dict[str, Any]:
 # -- many orders ---------------------------------------------------------------------------
 
 
-async def test_500_orders_on_one_session_each_event_once_in_seq_order(client: Client) -> None:
+# Frames go out a burst per write, or, where the client asked for compression, one by one.
+@pytest.mark.parametrize("compress", [0, 15], ids=["plain", "deflate"])
+async def test_500_orders_on_one_session_each_event_once_in_seq_order(
+    client: Client, compress: int
+) -> None:
     count = 500
-    async with client.ws_connect("/api/session") as ws:
+    async with client.ws_connect("/api/session", compress=compress) as ws:
+        assert ws.compress == compress
         s = Session(ws)
         for i in range(count):
             await s.send(i, "submit", order=ORDERS[i % 2])
