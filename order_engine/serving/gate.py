@@ -12,6 +12,8 @@ from typing import Any
 from order_engine.config import LimitSettings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Peer addresses whose key is remembered, at most (forgotten all at once past it).
+_KEYS_REMEMBERED = 4096
 
 
 def descriptor_budget() -> int:
@@ -51,6 +53,7 @@ class ConnectionGate:
         self._total = total
         self._exempt = tuple(exempt)
         self._counts: dict[str, int] = {}
+        self._keys: dict[Any, str | None] = {}  # peer host -> the key it counts under
         self._open = 0
 
     @classmethod
@@ -107,8 +110,19 @@ class ConnectionGate:
             return None
         if not isinstance(peer, tuple) or not peer:  # a Unix socket: no address to count
             return None
+        host = peer[0]
+        if host in self._keys:
+            return self._keys[host]
+        if len(self._keys) >= _KEYS_REMEMBERED:
+            self._keys.clear()
+        key = self._keys[host] = self._key_of(host)
+        return key
+
+    def _key_of(self, host: Any) -> str | None:
+        # Parsed once per address, not per connection: clients that connect per order
+        # (a WebSocket each) made this a visible share of a connection's cost.
         try:
-            ip = ipaddress.ip_address(peer[0])
+            ip = ipaddress.ip_address(host)
         except ValueError:
             return None
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
