@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,10 +32,18 @@ class OrderRequest:
 
 
 class _OrderIds:
-    """Random (version 4) UUIDs from the system's random source, as uuid.uuid4() makes
-    them, but one read of it per 256 ids instead of one per id: a system call per order."""
+    """Time-ordered (version 7, RFC 9562) UUIDs: the Unix time in milliseconds, then 74
+    random bits from the system's random source, read once per 256 ids instead of once per
+    id (a system call per order).
+
+    Time-ordered rather than random (version 4): the stores index orders and their events
+    by id, and a new order's entries then land beside the other recent ones, in the same
+    few index pages, instead of one random page each. A SQLite commit writes every page it
+    dirtied: measured under the e2e load, random ids wrote twice the WAL bytes per order
+    and several times the checkpoint bytes. 74 random bits still make an id unguessable."""
 
     BATCH = 256
+    _RANDOM_BYTES = 10  # 80 bits read, 74 kept beside the version and variant
 
     def __init__(self) -> None:
         self._pool = b""
@@ -45,11 +54,19 @@ class _OrderIds:
 
     def next(self) -> str:
         if self._at >= len(self._pool):
-            self._pool = os.urandom(16 * self.BATCH)
+            self._pool = os.urandom(self._RANDOM_BYTES * self.BATCH)
             self._at = 0
-        raw = self._pool[self._at : self._at + 16]
-        self._at += 16
-        return str(uuid.UUID(bytes=raw, version=4))
+        random_bits = int.from_bytes(self._pool[self._at : self._at + self._RANDOM_BYTES])
+        self._at += self._RANDOM_BYTES
+        value = (time.time_ns() // 1_000_000) << 80 | random_bits
+        value = value & ~_VERSION_MASK | _VERSION_7
+        value = value & ~_VARIANT_MASK | _VARIANT_RFC
+        return str(uuid.UUID(int=value))
+
+
+# Where RFC 9562 puts the version (bits 48-51 from the left) and the variant (64-65).
+_VERSION_MASK, _VERSION_7 = 0xF << 76, 0x7 << 76
+_VARIANT_MASK, _VARIANT_RFC = 0x3 << 62, 0x2 << 62
 
 
 _order_ids = _OrderIds()
