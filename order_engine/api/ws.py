@@ -342,11 +342,9 @@ class OrderStreams:
                     )
                 if order.terminal:
                     return  # resumed after the end: nothing more will come
-            last = after
-            for event in history:
-                last = await self._send_event(ws, transport, event)
-                if event.terminal:
-                    return
+            last = await self._send_events(ws, transport, history, after)
+            if history and history[-1].terminal:
+                return
             sub.position = last
             while True:
                 incoming = await sub.next()
@@ -357,17 +355,28 @@ class OrderStreams:
                     catch_up = await self._store.events(order_id, last)
                 else:
                     catch_up = [incoming]
-                for event in catch_up:
-                    last = await self._send_event(ws, transport, event)
-                    if event.terminal:
-                        return
+                last = await self._send_events(ws, transport, catch_up, last)
+                if catch_up and catch_up[-1].terminal:
+                    return
                 sub.position = last
 
-    async def _send_event(
-        self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, event: OrderEvent
+    async def _send_events(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None,
+        events: list[OrderEvent],
+        last: int,
     ) -> int:
-        await self.send(ws, event.to_message(), transport)
-        return event.seq
+        """Send `events` (in seq order, none after a terminal one: the store and the hub
+        keep none) in one write where they can go together (a watcher connecting late gets
+        its history at once); the seq of the last one sent (`last` if none)."""
+        if not events:
+            return last
+        texts = [orjson.dumps(event.to_message()).decode() for event in events]
+        if len(texts) == 1 or not write_burst(ws, transport, texts):
+            for text in texts:
+                await send_text(ws, text, self._send_timeout, transport)
+        return events[-1].seq
 
     async def send(
         self,
