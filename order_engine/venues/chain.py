@@ -64,8 +64,8 @@ RETRY_COMMIT_S = 1.0
 _PENDING = TxStatus(TxState.PENDING)
 _UNKNOWN = TxStatus(TxState.UNKNOWN)
 
-# The pools and market state to commit with a batch: (pool id, venue, whole state) rows for
-# the pools changed since last asked, and the market's own state.
+# The pools and market state to commit with a batch: a row for each pool changed since last
+# asked (what changed of it), and the market's own state.
 StateSource = Callable[[], tuple[list[PoolRow], dict[str, Any]]]
 
 __all__ = ["SLOT_SECONDS", "LedgerEntry", "SimulatedChain"]

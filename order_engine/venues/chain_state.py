@@ -3,8 +3,8 @@ ledger apart from any client's database.
 
 It holds what a restarted chain needs to go on as if it had never stopped: every settled
 transaction (landed with its receipt, or failed with its error), the transactions received
-but not yet landed, every pool's whole state, the market's own state (its clock, fair
-prices, launched tokens) and the slot clock's anchor. One process per file (a lock, as the
+but not yet landed, every pool's state, the market's own state (its clock, fair prices,
+launched tokens) and the slot clock's anchor. One process per file (a lock, as the
 engine's store takes): two chains writing one history would each undo the other.
 
 Writes come in batches (`ChainBatch`), each ONE transaction: the chain groups what lands in
@@ -12,6 +12,10 @@ a turn of the event loop, so a burst of landings costs one commit. They run on t
 loop's thread: the chain's landing is synchronous (nothing may observe a landing between
 the pools moving and its commit), and a WAL commit without fsync costs tens of microseconds.
 `synchronous=NORMAL`: a commit survives the process dying (kill -9), not a power cut.
+
+A pool is a `pools` row (its state but its bins) and, for a pool with bins (DLMM: hundreds),
+a `bins` row per bin: a landing moves one bin or a few, and its commit writes those (and the
+pool's small row), not the whole pool again.
 """
 
 from __future__ import annotations
@@ -44,8 +48,6 @@ from order_engine.venues.wire import (
 )
 
 MEMORY = ":memory:"
-# A pool as committed: its id, its venue, its whole state.
-PoolRow = tuple[str, str, dict[str, Any]]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settled (
@@ -71,6 +73,13 @@ CREATE TABLE IF NOT EXISTS pools (
     venue TEXT NOT NULL,
     state TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bins (
+    pool_id TEXT NOT NULL,
+    bin_id INTEGER NOT NULL,
+    x TEXT NOT NULL,
+    y TEXT NOT NULL,
+    PRIMARY KEY (pool_id, bin_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -91,6 +100,18 @@ class Settled:
     slot: int
     status: TxStatus
     entry: LedgerEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRow:
+    """A pool as committed: its state whole, or (not `whole`) whole but for its "bins",
+    which lists only those that changed since the pool was last committed. Amounts in
+    `bins` rows are text: a bin's x may not fit SQLite's 64-bit integers."""
+
+    pool_id: str
+    venue: str
+    state: dict[str, Any]
+    whole: bool = True
 
 
 @dataclass(slots=True)
@@ -140,6 +161,7 @@ class ChainState:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            _move_bins_out_of_pools(db)
             self._db = db
         except DatabaseInUse as exc:
             holder = f" (pid {exc.pid})" if exc.pid is not None else ""
@@ -185,10 +207,8 @@ class ChainState:
             db.executemany(
                 "DELETE FROM pending WHERE signature = ?", [(s.signature,) for s in batch.settled]
             )
-            db.executemany(
-                "INSERT OR REPLACE INTO pools (pool_id, venue, state) VALUES (?, ?, ?)",
-                [(pid, venue, orjson.dumps(state).decode()) for pid, venue, state in batch.pools],
-            )
+            for row in batch.pools:  # in order: a later row of a pool is newer
+                _write_pool(db, row)
             db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [(key, orjson.dumps(value).decode()) for key, value in batch.meta.items()],
@@ -201,10 +221,16 @@ class ChainState:
     # -- reads -------------------------------------------------------------------------
 
     def load(self) -> Loaded:
-        pools = {
+        pools: dict[str, tuple[str, dict[str, Any]]] = {
             pool_id: (venue, orjson.loads(state))
             for pool_id, venue, state in self.db.execute("SELECT pool_id, venue, state FROM pools")
         }
+        # Each pool's bins sorted, as `state()` lists them (the table's key order: free).
+        bins = self.db.execute("SELECT pool_id, bin_id, x, y FROM bins ORDER BY pool_id, bin_id")
+        for pool_id, bin_id, x, y in bins:
+            stored = pools.get(pool_id)
+            if stored is not None:
+                stored[1].setdefault("bins", []).append([bin_id, int(x), int(y)])
         meta = {key: orjson.loads(value) for key, value in self.db.execute("SELECT * FROM meta")}
         return Loaded(pools, meta)
 
@@ -237,6 +263,49 @@ class ChainState:
             (signature, TxState.LANDED.value),
         ).fetchone()
         return int(row[0])
+
+
+def _write_pool(db: sqlite3.Connection, row: PoolRow) -> None:
+    state = row.state
+    bins = state.get("bins")
+    if bins is not None:
+        state = {name: value for name, value in state.items() if name != "bins"}
+        if row.whole:
+            db.execute("DELETE FROM bins WHERE pool_id = ?", (row.pool_id,))
+        db.executemany(
+            "INSERT OR REPLACE INTO bins (pool_id, bin_id, x, y) VALUES (?, ?, ?, ?)",
+            [(row.pool_id, bin_id, str(x), str(y)) for bin_id, x, y in bins],
+        )
+    db.execute(
+        "INSERT OR REPLACE INTO pools (pool_id, venue, state) VALUES (?, ?, ?)",
+        (row.pool_id, row.venue, orjson.dumps(state).decode()),
+    )
+
+
+def _move_bins_out_of_pools(db: sqlite3.Connection) -> None:
+    """A file written before bins had a table of their own holds each pool's whole state,
+    bins included, in its `pools` row. Such a row is rewritten as a whole row is committed
+    now: its bins into `bins` (replacing any there: the row is whole, and only an older
+    version writes bins in a row, so it is the newer), the rest in the row. Once, at open,
+    in one transaction; after it, a row's state never holds bins, and a commit that upserts
+    only a pool's changed bins leaves none of its others stale."""
+    old = [
+        PoolRow(pool_id, venue, orjson.loads(state))
+        for pool_id, venue, state in db.execute(
+            "SELECT pool_id, venue, state FROM pools WHERE instr(state, '\"bins\"') > 0"
+        )
+    ]
+    old = [row for row in old if "bins" in row.state]
+    if not old:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for row in old:
+            _write_pool(db, row)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _settled_row(s: Settled) -> tuple[Any, ...]:

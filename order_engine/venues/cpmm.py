@@ -179,6 +179,12 @@ class ConstantProductPool:
         self._changed = False
         return self.state()
 
+    def take_unsaved(self) -> tuple[dict[str, Any], bool]:
+        return self.state(), True  # no bins: the whole state is a few numbers
+
+    def mark_saved(self) -> None:
+        pass
+
     def _try_swap(self, token_in: str, amount: int) -> None:
         with contextlib.suppress(DustAmount):  # a nudge too small to trade: the price stays
             self.swap(token_in, amount)

@@ -120,6 +120,9 @@ class DlmmPool:
         # Since the last `take_changes`: the bins a swap wrote, and whether anything moved.
         self._touched: set[int] = set()
         self._changed = False
+        # Since the last `take_unsaved`, for the chain's state file: the bins a swap wrote;
+        # None until the pool was saved (or restored) whole, when everything is unsaved.
+        self._unsaved_bins: set[int] | None = None
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> DlmmPool:
@@ -195,18 +198,10 @@ class DlmmPool:
             with contextlib.suppress(PoolExhausted, DustAmount):
                 self.swap(token, amount, now)
 
-    # -- state, for copies of this pool kept elsewhere (the account feed) ------------------
+    # -- state, for copies of this pool kept elsewhere (the account feed, the chain's file)
 
     def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "kind": KIND,
-            "pool_id": self.pool_id,
-            "token_x": self.token_x,
-            "token_y": self.token_y,
-        }
-        for name in _PARAMS:
-            state[name] = getattr(self, name)
-        state.update(self._header())
+        state = self._without_bins()
         state["bins"] = [[i, x, y] for i, (x, y) in sorted(self.bins.items())]
         return state
 
@@ -223,6 +218,7 @@ class DlmmPool:
             for name in _PARAMS:
                 setattr(self, name, state[name])
             self.bins = {}
+            self._unsaved_bins = None  # not what was saved, if anything was: save it whole
         for name in _HEADER:
             if name in state:
                 setattr(self, name, int(state[name]))
@@ -231,6 +227,8 @@ class DlmmPool:
             self.last_update = -math.inf if when == NEVER else float(when)
         for bin_id, x, y in state.get("bins", ()):
             self.bins[int(bin_id)] = [int(x), int(y)]
+            if self._unsaved_bins is not None:
+                self._unsaved_bins.add(int(bin_id))
         # A copy follows: what it applies is not a change of its own.
         self._touched.clear()
         self._changed = False
@@ -243,6 +241,30 @@ class DlmmPool:
         self._touched.clear()
         self._changed = False
         return delta
+
+    def take_unsaved(self) -> tuple[dict[str, Any], bool]:
+        unsaved = self._unsaved_bins
+        self._unsaved_bins = set()
+        if unsaved is None:
+            return self.state(), True
+        state = self._without_bins()
+        state["bins"] = [[i, *self.bins[i]] for i in sorted(unsaved)]
+        return state, False
+
+    def mark_saved(self) -> None:
+        self._unsaved_bins = set()
+
+    def _without_bins(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "kind": KIND,
+            "pool_id": self.pool_id,
+            "token_x": self.token_x,
+            "token_y": self.token_y,
+        }
+        for name in _PARAMS:
+            state[name] = getattr(self, name)
+        state.update(self._header())
+        return state
 
     def _header(self) -> dict[str, Any]:
         header: dict[str, Any] = {name: getattr(self, name) for name in _HEADER}
@@ -319,6 +341,8 @@ class DlmmPool:
         if commit:
             self.bins.update(touched)
             self._touched.update(touched)
+            if self._unsaved_bins is not None:
+                self._unsaved_bins.update(touched)
             self._changed = True
             if for_y:
                 self.fees_x += total_fee

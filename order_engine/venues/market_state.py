@@ -1,10 +1,13 @@
 """The simulated market's part of the chain's state file: what a commit carries of it, and
 how a market built on that file becomes the one that stopped.
 
-A commit carries the whole state of every pool changed since the last one (a landing's
-pools with that landing) and, when it moved, the market's own state: its clock, the fair
-prices' walk, the other traders' push on each pool and the tokens launched (in order, with
-their venue and liquidity, so their pools are made again before their states apply).
+A commit carries every pool changed since the last one (a landing's pools with that
+landing): its state, whole the first time it is committed (and for a constant-product pool,
+always: it is a few numbers), after that with only the bins written since its last commit
+(a DLMM pool's hundreds of bins are not written again for the one a swap moved). And, when
+it moved, the market's own state: its clock, the fair prices' walk, the other traders' push
+on each pool and the tokens launched (in order, with their venue and liquidity, so their
+pools are made again before their states apply).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ def take_unsaved(market: SimulatedMarket) -> tuple[list[PoolRow], dict[str, Any]
     pools = []
     for venue in market.venues.values():
         for pool_id in market._unsaved & venue.pools.keys():
-            pools.append((pool_id, venue.name, venue.pools[pool_id].state()))
+            state, whole = venue.pools[pool_id].take_unsaved()
+            pools.append(PoolRow(pool_id, venue.name, state, whole))
     market._unsaved.clear()
     meta: dict[str, Any] = {}
     if market._moved:
@@ -42,7 +46,9 @@ def take_unsaved(market: SimulatedMarket) -> tuple[list[PoolRow], dict[str, Any]
 def restore(market: SimulatedMarket, loaded: Loaded) -> None:
     """Become the market a state file holds (nothing, for a new file): its clocks, its
     launched tokens and their pools first, then every pool's last committed state. Before
-    anyone follows the market's feed: its pools change without being published."""
+    anyone follows the market's feed: its pools change without being published. A pool
+    restored is as the file holds it: its next commit carries only what changes; one the
+    file does not hold is committed whole."""
     market.chain.restore_clock(loaded.meta)
     saved = loaded.meta.get("market")
     if isinstance(saved, dict):
@@ -68,3 +74,4 @@ def restore(market: SimulatedMarket, loaded: Loaded) -> None:
             stored = loaded.pools.get(pool_id)
             if stored is not None:
                 pool.apply_state(stored[1])
+                pool.mark_saved()

@@ -6,7 +6,8 @@ trader can never extract value from rounding.
 A pool also describes itself, as an account on chain would: `state()` is everything it is,
 as plain JSON values, `pool_from_state` builds an exact copy from it, and `take_changes()`
 says what moved since it was last asked, for the copy's `apply_state`. A copy kept current
-that way quotes exactly as the pool does.
+that way quotes exactly as the pool does. `take_unsaved()` is the same for the chain's state
+file, tracked apart: what one of them takes, the other still gets.
 """
 
 from __future__ import annotations
@@ -77,6 +78,17 @@ class Pool(Protocol):
 
     def take_changes(self) -> dict[str, Any] | None:
         """What changed since the last call, as `apply_state` takes it; None if nothing."""
+        ...
+
+    def take_unsaved(self) -> tuple[dict[str, Any], bool]:
+        """For the chain's state file: (`state()`, True) the first time (or after a whole
+        `apply_state`), and from then on (state, False), a state whose "bins", if the pool
+        has bins, lists only those written since the last call; everything else whole."""
+        ...
+
+    def mark_saved(self) -> None:
+        """The pool is as the state file holds it (restored from it): `take_unsaved` gives
+        only what changes from now on."""
         ...
 
 
