@@ -210,7 +210,8 @@ class ChainState:
             for row in batch.pools:  # in order: a later row of a pool is newer
                 _write_pool(db, row)
             db.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [(key, orjson.dumps(value).decode()) for key, value in batch.meta.items()],
             )
             db.execute("COMMIT")
@@ -277,7 +278,10 @@ def _write_pool(db: sqlite3.Connection, row: PoolRow) -> None:
             [(row.pool_id, bin_id, str(x), str(y)) for bin_id, x, y in bins],
         )
     db.execute(
-        "INSERT OR REPLACE INTO pools (pool_id, venue, state) VALUES (?, ?, ?)",
+        # An upsert changes the row in place; a REPLACE would delete it and insert it again,
+        # writing the primary key's index too: one more page in every commit's WAL frames.
+        "INSERT INTO pools (pool_id, venue, state) VALUES (?, ?, ?) ON CONFLICT (pool_id)"
+        " DO UPDATE SET venue = excluded.venue, state = excluded.state",
         (row.pool_id, row.venue, orjson.dumps(state).decode()),
     )
 
