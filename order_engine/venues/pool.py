@@ -13,12 +13,15 @@ file, tracked apart: what one of them takes, the other still gets.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Fill:
+
+class Fill(msgspec.Struct, frozen=True):
+    """What a swap (or its quote) through one pool fills; a struct built in C, as a quote
+    makes one per pool it crosses."""
+
     amount_in: int  # taken from the trader, fee included
     amount_out: int  # paid to the trader
     fee: int  # part of amount_in kept as fee (in the input token)

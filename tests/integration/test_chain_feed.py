@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import re
@@ -16,6 +15,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -180,7 +180,7 @@ async def test_a_cut_stream_falls_back_to_rpc_and_resumes_after_its_last_seq(
             streamed = await venue.quote(SOL, USDC, 10**9)
             assert streamed.source == "stream"
             own = market.venues["Raydium"].best_quote(SOL, USDC, 10**9)
-            assert dataclasses.replace(streamed, source="rpc", slot=None) == own
+            assert msgspec.structs.replace(streamed, source="rpc", slot=None) == own
     finally:
         await proxy.stop()
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 from hypothesis import HealthCheck, given, settings
@@ -184,7 +185,7 @@ async def test_a_cut_stream_falls_back_to_the_venues_and_resumes_without_a_gap(
             assert mirror.state() == market.venues[venue_name].pools[pool_id].state()
         resumed = await venue.quote(sol, usdc, 10**9)
         assert resumed.source == "stream"
-        assert dataclasses.replace(resumed, source="rpc", slot=None) == (
+        assert msgspec.structs.replace(resumed, source="rpc", slot=None) == (
             market.venues["Raydium"].best_quote(sol, usdc, 10**9)
         )
     finally:
