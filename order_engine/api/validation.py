@@ -53,15 +53,26 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# One decoder for every request: `json.loads` with hooks builds a decoder and its scanner
+# per call. It keeps no state between calls.
+_DECODER = json.JSONDecoder(
+    parse_float=Decimal,
+    parse_int=Decimal,
+    parse_constant=_refuse_constant,
+    object_pairs_hook=_unique_keys,
+)
+
+
 def parse_json(raw: bytes | str) -> Any:
     try:
-        return json.loads(
-            raw,
-            parse_float=Decimal,
-            parse_int=Decimal,
-            parse_constant=_refuse_constant,
-            object_pairs_hook=_unique_keys,
-        )
+        # As `json.loads` takes its argument: bytes in any UTF of JSON's, text without a BOM.
+        if isinstance(raw, str):
+            if raw.startswith("\ufeff"):
+                raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+            text = raw
+        else:
+            text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        return _DECODER.decode(text)
     except UnicodeDecodeError:
         raise bad_request("invalid_json", "body is not valid UTF-8") from None
     except RecursionError:
