@@ -61,6 +61,8 @@ KEEP_MARGIN_SLOTS = 150
 MAX_REMEMBERED = 4096
 # A commit that failed (disk full, I/O error) is tried again after this.
 RETRY_COMMIT_S = 1.0
+# Built and not yet sent: signatures a sender holds between its build and its submit.
+UNSENT_REMEMBERED = 4096
 _PENDING = TxStatus(TxState.PENDING)
 _UNKNOWN = TxStatus(TxState.UNKNOWN)
 
@@ -110,6 +112,9 @@ class SimulatedChain:
         self._failing_builds = 0
         self._held: list[str] | None = None
         self._landing: dict[str, asyncio.TimerHandle] = {}  # on their way to landing
+        # Signatures built here (64 fresh random bytes) and not sent yet, the oldest first;
+        # at most UNSENT_REMEMBERED (one forgotten is only looked up when sent).
+        self._unsent: dict[str, bool] = {}
         # Called with its slot once a batch's landings are committed, before anyone hears
         # they landed, so that the pools' new state is published first.
         self.on_landed: Callable[[int], None] | None = None
@@ -130,14 +135,21 @@ class SimulatedChain:
             raise ValueError("a transaction holds at most one leg per venue")
         # 64 random bytes, as an ed25519 signature: unique across processes and restarts,
         # which a seeded generator would not be.
+        signature = base58.b58encode(os.urandom(64)).decode()
+        self._remember_unsent(signature)
         return Tx(
-            signature=base58.b58encode(os.urandom(64)).decode(),
+            signature=signature,
             legs=tuple(legs),
             min_out=min_out,
             wrap_sol=legs[0].token_in.native,
             unwrap_sol=legs[0].token_out.native,
             last_valid_slot=self.current_slot() + self._profile.blockhash_validity_slots,
         )
+
+    def _remember_unsent(self, signature: str) -> None:
+        if len(self._unsent) >= UNSENT_REMEMBERED:
+            del self._unsent[next(iter(self._unsent))]
+        self._unsent[signature] = True
 
     def current_slot(self) -> int:
         """Slots pass with time, as on chain, however many transactions land in each."""
@@ -151,8 +163,12 @@ class SimulatedChain:
         recording = self._receiving.get(signature)
         if recording is None:
             # A resend of the same signed transaction lands at most once, however long ago
-            # the first one settled (no longer in memory, still on chain).
-            if signature in self._statuses or self._state.lookup(signature) is not None:
+            # the first one settled (no longer in memory, still on chain). One built here
+            # and never sent before was never seen: no need to look (a read of the file).
+            unsent = self._unsent.pop(signature, False)
+            if not unsent and (
+                signature in self._statuses or self._state.lookup(signature) is not None
+            ):
                 return signature
             expired = self.current_slot() > tx.last_valid_slot
             self._batch.received.append((tx, expired or self._draw_drop()))

@@ -9,6 +9,7 @@ import pytest
 
 from order_engine.venues import PROFILES, SimulatedChain, SimulatedMarket
 from order_engine.venues.base import SLIPPAGE_EXCEEDED, TX_DROPPED, Quote, TxState
+from order_engine.venues.chain import UNSENT_REMEMBERED
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.dlmm import DlmmPool
 from order_engine.venues.tokens import REGISTRY
@@ -264,3 +265,36 @@ async def test_signatures_are_unique_64_byte_base58(market: SimulatedMarket) -> 
 async def test_build_needs_a_leg(market: SimulatedMarket) -> None:
     with pytest.raises(ValueError, match="at least one leg"):
         await market.chain.build([], min_out=0)
+
+
+async def test_a_first_send_of_a_transaction_built_here_reads_nothing_from_the_state_file(
+    market: SimulatedMarket,
+) -> None:
+    chain = market.chain
+    lookups: list[str] = []
+    chain._state.db.set_trace_callback(
+        lambda sql: lookups.append(sql) if "FROM settled" in sql else None
+    )
+    tx = await chain.build([quote(market, "Raydium")], min_out=0)
+    await chain.submit(tx)
+    assert lookups == []
+    assert (await chain.wait(tx.signature, timeout=5)).state is TxState.LANDED
+    assert await chain.submit(tx) == tx.signature  # a resend: in memory, lands once
+    assert chain.landed_count(tx.signature) == 1
+
+
+async def test_a_transaction_built_long_before_it_is_sent_is_looked_up_and_lands_once(
+    market: SimulatedMarket,
+) -> None:
+    chain = market.chain
+    first = await chain.build([quote(market, "Raydium")], min_out=0)
+    for _ in range(UNSENT_REMEMBERED):  # the chain forgets it was built here
+        await chain.build([quote(market, "Meteora")], min_out=0)
+    lookups: list[str] = []
+    chain._state.db.set_trace_callback(
+        lambda sql: lookups.append(sql) if "FROM settled" in sql else None
+    )
+    await chain.submit(first)
+    assert len(lookups) == 1
+    assert (await chain.wait(first.signature, timeout=5)).state is TxState.LANDED
+    assert chain.landed_count(first.signature) == 1
