@@ -152,12 +152,14 @@ class Order:
         """The order once this transition happened: checked against the transition table and
         the seq order, as the store checks it, so the engine's copy never drifts from it."""
         event, update = transition.event, transition.update
-        check_transition(self.status, event.status)
-        if event.order_id != self.order_id or event.seq != self.last_seq + 1:
-            raise ValueError(
-                f"event {event.order_id}#{event.seq} does not follow "
-                f"{self.order_id}#{self.last_seq}"
-            )
+        status, seq = self.status, self.last_seq
+        for each in transition.events:
+            check_transition(status, each.status)
+            if each.order_id != self.order_id or each.seq != seq + 1:
+                raise ValueError(
+                    f"event {each.order_id}#{each.seq} does not follow {self.order_id}#{seq}"
+                )
+            status, seq = each.status, each.seq
         # Built positionally rather than by `dataclasses.replace` (under half its cost): this
         # runs for every event of every order.
         values = [getattr(self, name) for name in _ORDER_FIELDS]
@@ -183,6 +185,15 @@ class OrderUpdate:
     error_message: str | None = None
     last_valid_slot: int | None = None
 
+    def then(self, later: OrderUpdate) -> OrderUpdate:
+        """This update, then `later`: `later`'s value for every column it sets."""
+        return OrderUpdate(
+            *(
+                theirs if (theirs := getattr(later, name)) is not None else getattr(self, name)
+                for name in UPDATE_FIELDS
+            )
+        )
+
 
 # The columns an event may change besides status and seq: every field of OrderUpdate.
 UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(OrderUpdate))
@@ -190,13 +201,28 @@ UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(OrderUpdate))
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """An event to append and the order columns it changes, written in one transaction."""
+    """An event to append and the order columns it changes, written in one transaction;
+    with the `earlier` events of stages that took no time to speak of (a route quoted from
+    the streamed pools, a transaction built), appended before it in the same transaction.
+    The order's status and seq become the last event's; `update` holds every column any of
+    them changes. The store checks the seq of the first one."""
 
     event: OrderEvent
     update: OrderUpdate = field(default_factory=OrderUpdate)
     # A cancellation is written whoever leases the order (or nobody does): the seq check
     # alone fences it, so it races the owner's next write and exactly one of them wins.
     any_owner: bool = False
+    earlier: tuple[OrderEvent, ...] = ()
+
+    @property
+    def events(self) -> tuple[OrderEvent, ...]:
+        """Every event it appends, in seq order."""
+        return (*self.earlier, self.event) if self.earlier else (self.event,)
+
+    @property
+    def after_seq(self) -> int:
+        """The seq the stored order must be at for this transition to follow it."""
+        return self.events[0].seq - 1
 
 
 _ORDER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Order))

@@ -90,6 +90,7 @@ class ArmedOrders:
 
     async def rearm(self, run: OrderRun, reason: VenueError) -> None:
         """A fired order that could not fill: wait for the market to come back to it."""
+        await self._recorder.flush(run)  # the attempt, as it went: its hold-off counts it
         log.info("[%s] armed again (%s: %s)", run.order_id, reason.code, reason.message)
         hold_off = self._backoff(max(run.order.attempts, 1))
         await self._open(run, f"Armed again: {reason.message}", reason, hold_off)

@@ -116,6 +116,10 @@ class Confirmations:
 
     async def send(self, run: OrderRun, route: Route, floor: int) -> None:
         """Build, record and send the order's transaction, then wait for it off this task."""
+        if self.slots.full():
+            # The wait for a slot may be long: what the order went through so far is
+            # written now, for its watchers to see, not kept until the slot comes.
+            await self._recorder.flush(run)
         async with self.slots.hold() as slot:
             try:
                 tx = await self._chain.build(route.legs, floor)
@@ -123,7 +127,8 @@ class Confirmations:
                 failure = exc
             else:
                 # The signature is stored BEFORE the transaction is sent: after a crash the
-                # engine can always ask the chain what became of it.
+                # engine can always ask the chain what became of it. The stages staged
+                # before it (routing, building) are written in the same commit.
                 await self._recorder.emit(
                     run,
                     Status.SUBMITTED,

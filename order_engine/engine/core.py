@@ -300,7 +300,7 @@ class Engine:
         if run.routing_recorded:
             run.routing_recorded = False  # by the trigger that fired it
         else:
-            await self._routing_events.record(run)
+            await self._routing_events.record(run, may_stage=True)
         if self._stop_requested():
             return
         try:
@@ -324,7 +324,8 @@ class Engine:
                 return
             floor = max(floor, limit)
         report_route(run, route, self._metrics)
-        await self._recorder.emit(
+        # Written with the transaction's signature (submitted), in one commit.
+        self._recorder.stage(
             run,
             Status.BUILDING,
             f"Building transaction for {route.venue}" + (" (split route)" if route.split else ""),

@@ -45,6 +45,9 @@ class Retries:
         self._rng = rng
 
     async def retry_or_fail(self, run: OrderRun, error: VenueError) -> None:
+        # The attempt that failed is written as it went (its staged stages) first: what
+        # follows counts its attempts from it, and it comes before the wait for the next.
+        await self._recorder.flush(run)
         if error.transient and run.order.order_type is not OrderType.MARKET:
             # The market it fired on has moved: it fires again when the price is there,
             # however many times, until it expires.

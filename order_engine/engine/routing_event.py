@@ -32,8 +32,11 @@ class RoutingEvents:
         self._market_data = market_data
         self._quote_from_stream = quote_from_stream
 
-    async def record(self, run: OrderRun) -> None:
-        """The routing stage begins: a new attempt, a retry, or a fired trigger."""
+    async def record(self, run: OrderRun, *, may_stage: bool = False) -> None:
+        """The routing stage begins: a new attempt, a retry, or a fired trigger. With
+        `may_stage` (a worker about to route), an attempt quoted from the streamed pools
+        (microseconds) is staged: written with the order's next event. One quoted by venue
+        calls is written now: its watchers see it while the calls take their time."""
         attempt = next_attempt(run)
         reason = run.retry_reason
         retry_reason = (
@@ -47,18 +50,17 @@ class RoutingEvents:
             message = f"Limit price reached at slot {trigger.slot}: routing"
         elif attempt > 1 and run.order.order_type is OrderType.MARKET:
             message = f"Retrying (attempt {attempt} of {self._settings.max_attempts})"
-        await self._recorder.emit(
-            run,
-            Status.ROUTING,
-            message,
-            RoutingData(
-                attempt=attempt,
-                retry_reason=retry_reason,
-                quote_source=self._quote_source(),
-                trigger=trigger,
-            ),
-            OrderUpdate(attempts=attempt),
+        source = self._quote_source()
+        data = RoutingData(
+            attempt=attempt, retry_reason=retry_reason, quote_source=source, trigger=trigger
         )
+        update = OrderUpdate(attempts=attempt)
+        if may_stage and source == "stream":
+            self._recorder.stage(run, Status.ROUTING, message, data, update)
+            # The attempt has begun: what ended the last one is in its routing event now.
+            run.retry_reason = None
+        else:
+            await self._recorder.emit(run, Status.ROUTING, message, data, update)
 
     def _quote_source(self) -> str:
         data = self._market_data

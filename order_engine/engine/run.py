@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from order_engine.orders import Order, Status
+from order_engine.orders import Order, OrderEvent, OrderUpdate, Status
 from order_engine.payloads import Trigger
 from order_engine.venues.base import VenueError
 from order_engine.venues.tokens import Token
@@ -18,6 +18,9 @@ class OrderRun:
     retry_reason: VenueError | None = None  # why the last attempt failed, until routing again
     trigger: Trigger | None = None  # what fired the armed order, until routing records it
     routing_recorded: bool = False  # the trigger wrote the routing event: a worker goes on
+    # Stages that took no time to speak of, written with the next event (`Recorder.stage`):
+    # not stored, not seen by anyone yet, and gone if the order stops here.
+    staged: list[tuple[OrderEvent, OrderUpdate]] = field(default_factory=list)
 
     @property
     def order_id(self) -> str:
@@ -25,4 +28,5 @@ class OrderRun:
 
     @property
     def status(self) -> Status:
+        """As stored: a staged stage is not the order's status until it is written."""
         return self.order.status

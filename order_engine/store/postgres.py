@@ -218,17 +218,22 @@ class PostgresStore:
     async def _append_many(
         self, conn: asyncpg.Connection, appends: list[tuple[int, AppendWrite]]
     ) -> dict[int, Exception | None]:
-        events = [w.transition.event for _, w in appends]
-        ids = [e.order_id for e in events]
-        updates = arrays([update_args(w.transition) for _, w in appends])
+        transitions = [w.transition for _, w in appends]
+        ids = [t.event.order_id for t in transitions]
+        updates = arrays([(*update_args(t), t.after_seq) for t in transitions])
         rows = await conn.fetch(UPDATE_MANY, ids, *updates, self._owner)
         updated = {r["order_id"] for r in rows}
-        written = [ROWS.event_values(e, e.data) for e in events if e.order_id in updated]
+        written = [
+            ROWS.event_values(e, e.data)
+            for t in transitions
+            if t.event.order_id in updated
+            for e in t.events
+        ]
         if written:
             await conn.execute(INSERT_EVENTS, *arrays(written))
         return {
-            i: None if e.order_id in updated else SeqConflict(e.order_id, e.seq)
-            for (i, _), e in zip(appends, events, strict=True)
+            i: None if t.event.order_id in updated else _seq_conflict(t)
+            for (i, _), t in zip(appends, transitions, strict=True)
         }
 
     async def _apply(self, conn: asyncpg.Connection, write: Write) -> Exception | None:
@@ -248,14 +253,15 @@ class PostgresStore:
             await self._insert_event(conn, e)
             return None
         assert isinstance(write, AppendWrite)
-        e = write.transition.event
-        fence = None if write.transition.any_owner else self._owner
+        t = write.transition
+        fence = None if t.any_owner else self._owner
         updated = await conn.fetchval(
-            UPDATE_ORDER, *update_args(write.transition), e.order_id, e.seq - 1, fence
+            UPDATE_ORDER, *update_args(t), t.event.order_id, t.after_seq, fence
         )
         if updated is None:
-            return SeqConflict(e.order_id, e.seq)
-        await self._insert_event(conn, e)
+            return _seq_conflict(t)
+        for e in t.events:
+            await self._insert_event(conn, e)
         return None
 
     @staticmethod
@@ -398,3 +404,8 @@ def _server(dsn: str) -> str:
     """host:port/database of a DSN, for messages: never its user or password."""
     parts = urlsplit(dsn)
     return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
+
+def _seq_conflict(t: Transition) -> SeqConflict:
+    first = t.events[0]
+    return SeqConflict(first.order_id, first.seq)

@@ -64,14 +64,14 @@ UPDATE_ORDER = (
     " RETURNING order_id"
 )
 # The same for many orders at once, one array per column: order_id, then the arguments of
-# the statement above in their order.
+# the statement above in their order, then the seq each order must be at.
 UPDATE_MANY = (
     "UPDATE orders AS o SET status = u.status, last_seq = u.seq, updated_at = u.ts, "
     + ", ".join(f"{c} = coalesce(u.{c}, o.{c})" for c in UPDATE_COLUMNS)
     + " FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], "
     + ", ".join(f"${i}::{_ARRAY_TYPES[KINDS[c]]}[]" for i, c in enumerate(UPDATE_COLUMNS, start=5))
-    + f") AS u(order_id, status, seq, ts, {', '.join(UPDATE_COLUMNS)})"
-    + f" WHERE o.order_id = u.order_id AND o.last_seq = u.seq - 1 AND o.owner = ${_U + 5}"
+    + f", ${_U + 5}::int[]) AS u(order_id, status, seq, ts, {', '.join(UPDATE_COLUMNS)}, after)"
+    + f" WHERE o.order_id = u.order_id AND o.last_seq = u.after AND o.owner = ${_U + 6}"
     " RETURNING o.order_id"
 )
 INSERT_EVENTS = f"""

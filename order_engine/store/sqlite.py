@@ -210,9 +210,9 @@ class SQLiteStore:
 
     def _write_rows(self, write: Write) -> _Rows:
         if isinstance(write, CreateWrite):
-            return (self._create_row(write), None, event_row(write.first))
+            return (self._create_row(write), None, [event_row(write.first)])
         t = write.transition
-        return (None, update_row(t, self._owner), event_row(t.event))
+        return (None, update_row(t, self._owner), [event_row(e) for e in t.events])
 
     def _commit_sync(self, rows: list[_Rows]) -> list[object]:
         """On the writer thread: the whole batch in one transaction; if a write breaks a
@@ -229,7 +229,7 @@ class SQLiteStore:
                 cur = conn.executemany(UPDATE_ORDER, updates)
                 if cur.rowcount != len(updates):
                     raise _BatchRejected
-            conn.executemany(INSERT_EVENT, [r[2] for r in rows])
+            conn.executemany(INSERT_EVENT, [e for r in rows for e in r[2]])
             conn.execute("COMMIT")
         except (_BatchRejected, sqlite3.IntegrityError):
             conn.execute("ROLLBACK")
@@ -250,7 +250,7 @@ class SQLiteStore:
 
     @staticmethod
     def _commit_one_sync(conn: sqlite3.Connection, row: _Rows) -> object:
-        create, update, event = row
+        create, update, events = row
         try:
             conn.execute("BEGIN IMMEDIATE")
             if create is not None:
@@ -259,7 +259,7 @@ class SQLiteStore:
                 assert update is not None
                 if conn.execute(UPDATE_ORDER, update).rowcount != 1:
                     raise _BatchRejected
-            conn.execute(INSERT_EVENT, event)
+            conn.executemany(INSERT_EVENT, events)
             conn.execute("COMMIT")
         except (_BatchRejected, sqlite3.IntegrityError):
             conn.execute("ROLLBACK")
@@ -331,7 +331,7 @@ class SQLiteStore:
 
     async def _rule_error(self, write: Write) -> Exception:
         if isinstance(write, AppendWrite):
-            event = write.transition.event
+            event = write.transition.events[0]
             return SeqConflict(event.order_id, event.seq)
         order = write.order
         existing = await self.get(order.order_id)
@@ -439,7 +439,7 @@ class SQLiteStore:
 
 _T = TypeVar("_T")
 # (order row to insert, or None; update row, or None; event row)
-_Rows = tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, tuple[Any, ...]]
+_Rows = tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, list[tuple[Any, ...]]]
 _RULE_BROKEN = object()  # a write's outcome: a seq that is not next, a duplicate key
 
 

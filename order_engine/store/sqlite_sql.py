@@ -63,7 +63,7 @@ def update_row(t: Transition, owner: str) -> tuple[Any, ...]:
         e.ts,
         *ROWS.update_values(t.update),
         e.order_id,
-        e.seq - 1,
+        t.after_seq,
         None if t.any_owner else owner,
     )
 

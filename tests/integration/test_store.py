@@ -110,6 +110,57 @@ async def test_seq_must_be_the_next_one(store: Store) -> None:
     ]
 
 
+async def test_stages_written_together_are_all_appended_in_one_write(store: Store) -> None:
+    """Routing, building and submitted in one transition: every event stored in seq order,
+    the order at the last one's status with every column any of them set."""
+    order, first = new_order()
+    await store.create(order, first)
+    together = Transition(
+        event(order.order_id, 4, Status.SUBMITTED, txHash="sig"),
+        OrderUpdate(attempts=1, dex="Meteora", min_amount_out=7, tx_hash="sig"),
+        earlier=(
+            event(order.order_id, 2, Status.ROUTING, attempt=1),
+            event(order.order_id, 3, Status.BUILDING, dex="Meteora"),
+        ),
+    )
+    await store.append(together)
+    stored = await store.get(order.order_id)
+    assert stored == order.apply(together)
+    assert (stored.status, stored.last_seq, stored.attempts) == (Status.SUBMITTED, 4, 1)
+    assert (stored.dex, stored.min_amount_out, stored.tx_hash) == ("Meteora", 7, "sig")
+    assert await store.events(order.order_id) == [first, *together.events]
+
+
+async def test_stages_written_together_are_fenced_on_the_first_seq(store: Store) -> None:
+    order, first = new_order()
+    await store.create(order, first)
+    await store.append(Transition(event(order.order_id, 2, Status.ROUTING)))
+    late = Transition(  # written by a replica that did not see seq 2
+        event(order.order_id, 3, Status.BUILDING),
+        earlier=(event(order.order_id, 2, Status.ROUTING),),
+    )
+    with pytest.raises(SeqConflict) as refused:
+        await store.append(late)
+    assert refused.value.seq == 2
+    assert [e.seq for e in await store.events(order.order_id)] == [1, 2]
+    # Many orders in one batch, one of them fenced off: the others land whole.
+    orders = [new_order(n) for n in range(1, 6)]
+    await asyncio.gather(*(store.create(o, f) for o, f in orders))
+    writes = [
+        store.append(
+            Transition(
+                event(o.order_id, 3, Status.BUILDING),
+                earlier=(event(o.order_id, 2 if n != 3 else 5, Status.ROUTING),),
+            )
+        )
+        for n, (o, _) in enumerate(orders)
+    ]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert [isinstance(r, SeqConflict) for r in results] == [n == 3 for n in range(5)]
+    for n, (o, _) in enumerate(orders):
+        assert len(await store.events(o.order_id)) == (1 if n == 3 else 3)
+
+
 async def test_a_bad_write_fails_alone_in_its_batch(store: Store) -> None:
     """Concurrent writes share a commit; the one that breaks the seq rule fails, the others
     land."""
