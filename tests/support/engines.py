@@ -10,12 +10,12 @@ from collections.abc import Callable, Collection
 from order_engine.config import Settings
 from order_engine.engine import Engine
 from order_engine.hub import Hub
-from order_engine.market import MarketData
+from order_engine.market import MarketData, StreamedVenue
 from order_engine.metrics import Metrics
 from order_engine.orders import Status
 from order_engine.routing import Router
 from order_engine.store import Store
-from order_engine.venues.base import Market
+from order_engine.venues.base import Market, Venue
 from order_engine.venues.tokens import REGISTRY
 
 
@@ -27,11 +27,17 @@ def build_engine(
     settings: Settings,
     market_data: MarketData | None = None,
     clock: Callable[[], float] = time.time,
+    quote_from_stream: bool = False,
 ) -> Engine:
     """One process's engine on its own store: no claims after start-up, as on SQLite.
-    `market_data`: the streamed pools armed orders fire on (routing quotes from the venues)."""
+    `market_data`: the streamed pools armed orders fire on; routing quotes from the venues,
+    or with `quote_from_stream` from those pools while they are fresh, as the app does."""
+    venues: list[Venue] = list(market.venues.values())
+    if quote_from_stream:
+        assert market_data is not None, "quoting from the stream needs the streamed pools"
+        venues = [StreamedVenue(v, market_data) for v in venues]
     router = Router(
-        list(market.venues.values()),
+        venues,
         quote_timeout=settings.engine.quote_timeout_ms / 1000,
         split_min_gain_bps=settings.venues.split_min_gain_bps,
         split_steps=settings.venues.split_steps,
@@ -48,7 +54,7 @@ def build_engine(
         claim_interval=None,
         metrics=Metrics(),
         market_data=market_data,
-        quote_from_stream=False,
+        quote_from_stream=quote_from_stream,
         default_expiry_s=settings.orders.default_expiry_s,
         clock=clock,
     )
