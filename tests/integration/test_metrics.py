@@ -44,7 +44,12 @@ async def test_metrics_count_orders_stages_venues_and_batches(
     wins = sum(v for (name, _), v in m.items() if name == "order_engine_venue_wins_total")
     assert wins == 6  # 3 + 3 routing decisions (the failing order tried three times)
     assert m[("order_engine_quote_spread_bps_count", ())] == 6
-    assert m[("order_engine_store_batch_size_sum", ())] >= 4 * 5  # every event was written
+    events = sum(v for (name, _), v in m.items() if name == "order_engine_events_total")
+    assert events == 3 * 5 + 1 + 3 * 3 + 1  # the failing order: pending, 3 attempts, failed
+    # Every event was written, some in one write with the next (a route quoted from the
+    # stream, the transaction built): at least an order's creation, one write per attempt
+    # and its end; at most one write per event.
+    assert 3 * 3 + 5 <= m[("order_engine_store_batch_size_sum", ())] <= events
     assert m[("order_engine_queue_depth", ())] == 0
     assert m[("order_engine_held_orders", ())] == 0
     assert m[("order_engine_transactions_in_flight", ())] == 0
