@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,7 @@ from order_engine.venues.base import (
     TxState,
     TxStatus,
 )
+from order_engine.venues.chain_memory import Signatures
 from order_engine.venues.chain_state import ChainBatch, ChainState, PoolRow, Settled
 from order_engine.venues.pool import DustAmount, PoolExhausted
 from order_engine.venues.profiles import Profile
@@ -61,9 +61,6 @@ KEEP_MARGIN_SLOTS = 150
 MAX_REMEMBERED = 4096
 # A commit that failed (disk full, I/O error) is tried again after this.
 RETRY_COMMIT_S = 1.0
-# Built and not yet sent: signatures a sender holds between its build and its submit.
-UNSENT_REMEMBERED = 4096
-_PENDING = TxStatus(TxState.PENDING)
 _UNKNOWN = TxStatus(TxState.UNKNOWN)
 
 # The pools and market state to commit with a batch: a row for each pool changed since last
@@ -96,10 +93,7 @@ class SimulatedChain:
         self._epoch = time.monotonic()
         self.keep_slots = profile.blockhash_validity_slots + KEEP_MARGIN_SLOTS
         self.max_remembered = MAX_REMEMBERED
-        # Received (pending) and recently settled signatures; `_settled` orders the latter
-        # by slot, so the oldest are forgotten first.
-        self._statuses: dict[str, TxStatus] = {}
-        self._settled: deque[tuple[int, str]] = deque()
+        self._signatures = Signatures()
         self._in_flight: dict[str, _InFlight] = {}
         self._receiving: dict[str, asyncio.Future[None]] = {}  # sent, not yet recorded
         self._batch = ChainBatch()
@@ -112,9 +106,6 @@ class SimulatedChain:
         self._failing_builds = 0
         self._held: list[str] | None = None
         self._landing: dict[str, asyncio.TimerHandle] = {}  # on their way to landing
-        # Signatures built here (64 fresh random bytes) and not sent yet, the oldest first;
-        # at most UNSENT_REMEMBERED (one forgotten is only looked up when sent).
-        self._unsent: dict[str, bool] = {}
         # Called with its slot once a batch's landings are committed, before anyone hears
         # they landed, so that the pools' new state is published first.
         self.on_landed: Callable[[int], None] | None = None
@@ -136,7 +127,7 @@ class SimulatedChain:
         # 64 random bytes, as an ed25519 signature: unique across processes and restarts,
         # which a seeded generator would not be.
         signature = base58.b58encode(os.urandom(64)).decode()
-        self._remember_unsent(signature)
+        self._signatures.built(signature)
         return Tx(
             signature=signature,
             legs=tuple(legs),
@@ -145,11 +136,6 @@ class SimulatedChain:
             unwrap_sol=legs[0].token_out.native,
             last_valid_slot=self.current_slot() + self._profile.blockhash_validity_slots,
         )
-
-    def _remember_unsent(self, signature: str) -> None:
-        if len(self._unsent) >= UNSENT_REMEMBERED:
-            del self._unsent[next(iter(self._unsent))]
-        self._unsent[signature] = True
 
     def current_slot(self) -> int:
         """Slots pass with time, as on chain, however many transactions land in each."""
@@ -165,10 +151,7 @@ class SimulatedChain:
             # A resend of the same signed transaction lands at most once, however long ago
             # the first one settled (no longer in memory, still on chain). One built here
             # and never sent before was never seen: no need to look (a read of the file).
-            unsent = self._unsent.pop(signature, False)
-            if not unsent and (
-                signature in self._statuses or self._state.lookup(signature) is not None
-            ):
+            if not self._signatures.first_send(signature) and self._ever_received(signature):
                 return signature
             expired = self.current_slot() > tx.last_valid_slot
             self._batch.received.append((tx, expired or self._draw_drop()))
@@ -185,7 +168,7 @@ class SimulatedChain:
         return False
 
     async def wait(self, signature: str, timeout: float) -> TxStatus:
-        if self._statuses.get(signature) is _PENDING:
+        if self._signatures.pending(signature):
             waiter = self._waiters.get(signature)
             if waiter is None:
                 waiter = self._waiters[signature] = asyncio.get_running_loop().create_future()
@@ -215,10 +198,10 @@ class SimulatedChain:
         blockhash has expired meanwhile fail as dropped. How many."""
         resumed = 0
         for tx, dropped in self._state.pending(registry):
-            if tx.signature in self._statuses:
+            if tx.signature in self._signatures:
                 continue
             self._in_flight[tx.signature] = _InFlight(tx, dropped)
-            self._statuses[tx.signature] = _PENDING
+            self._signatures.received(tx.signature)
             self._arrive_later(tx.signature)
             resumed += 1
         return resumed
@@ -236,7 +219,7 @@ class SimulatedChain:
     @property
     def remembered(self) -> int:
         """Signatures whose status is held in memory (received, or recently settled)."""
-        return len(self._statuses)
+        return len(self._signatures)
 
     @property
     def ledger(self) -> list[LedgerEntry]:
@@ -272,7 +255,7 @@ class SimulatedChain:
     async def received(self, signature: str, timeout: float) -> None:
         """Until the chain has been sent this signature (tests: the engine stores a
         signature before it sends the transaction)."""
-        if signature in self._statuses or self._state.lookup(signature) is not None:
+        if self._ever_received(signature):
             return
         event = self._receipts_awaited.setdefault(signature, asyncio.Event())
         async with asyncio.timeout(timeout):
@@ -291,8 +274,11 @@ class SimulatedChain:
 
     # -- landing -----------------------------------------------------------------------
 
+    def _ever_received(self, signature: str) -> bool:
+        return signature in self._signatures or self._state.lookup(signature) is not None
+
     def _known(self, signature: str) -> TxStatus:
-        status = self._statuses.get(signature)
+        status = self._signatures.status(signature)
         if status is not None:
             return status
         settled = self._state.lookup(signature)  # an index lookup: microseconds
@@ -336,7 +322,7 @@ class SimulatedChain:
         arrivals, self._arrivals = self._arrivals, []
         try:
             for signature in arrivals:
-                if signature in self._in_flight and self._statuses.get(signature) is _PENDING:
+                if signature in self._in_flight and self._signatures.pending(signature):
                     batch.settled.append(self._execute(signature))
             if self.state_source is not None:
                 pools, meta = self.state_source()
@@ -391,7 +377,7 @@ class SimulatedChain:
 
     def _received(self, tx: Tx, dropped: bool) -> None:
         self._receiving.pop(tx.signature, None)
-        self._statuses[tx.signature] = _PENDING
+        self._signatures.received(tx.signature)
         self._in_flight[tx.signature] = _InFlight(tx, dropped)
         received = self._receipts_awaited.pop(tx.signature, None)
         if received is not None:
@@ -444,8 +430,7 @@ class SimulatedChain:
 
     def _settle(self, settled: Settled) -> None:
         self._in_flight.pop(settled.signature, None)
-        self._statuses[settled.signature] = settled.status
-        self._settled.append((settled.slot, settled.signature))
+        self._signatures.settled(settled.signature, settled.slot, settled.status)
         waiter = self._waiters.pop(settled.signature, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -453,8 +438,4 @@ class SimulatedChain:
     def _forget_old(self) -> None:
         """Statuses settled before the window, or beyond the most kept, are read from the
         file from now on."""
-        horizon = self.current_slot() - self.keep_slots
-        settled = self._settled
-        while settled and (settled[0][0] < horizon or len(settled) > self.max_remembered):
-            _, signature = self._settled.popleft()
-            self._statuses.pop(signature, None)
+        self._signatures.forget(self.current_slot() - self.keep_slots, self.max_remembered)

@@ -9,7 +9,7 @@ import pytest
 
 from order_engine.venues import PROFILES, SimulatedChain, SimulatedMarket
 from order_engine.venues.base import SLIPPAGE_EXCEEDED, TX_DROPPED, Quote, TxState
-from order_engine.venues.chain import UNSENT_REMEMBERED
+from order_engine.venues.chain_memory import UNSENT_REMEMBERED
 from order_engine.venues.cpmm import ConstantProductPool
 from order_engine.venues.dlmm import DlmmPool
 from order_engine.venues.tokens import REGISTRY
