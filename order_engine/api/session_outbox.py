@@ -23,7 +23,7 @@ from order_engine.api.sockets import (
     abort_connection,
     close_socket,
 )
-from order_engine.api.ws import send_text, write_burst
+from order_engine.api.ws_send import send_text, write_burst
 
 log = logging.getLogger("order_engine.session")
 

@@ -82,10 +82,9 @@ class Recorder:
         next event, in the same transaction. Nobody sees it before it is stored, as any
         event; it costs no commit of its own, and a worker holds the order for one commit
         instead of three."""
-        status_now, seq = self._next(run)
-        check_transition(status_now, status)
-        event = OrderEvent(run.order_id, seq, status, message, self.now(), payload.to_json())
-        run.staged.append((event, update or OrderUpdate()))
+        run.staged.append(
+            (self._next_event(run, status, message, payload), update or OrderUpdate())
+        )
 
     async def flush(self, run: OrderRun) -> None:
         """Write the staged stages now (before a wait that is not "no time")."""
@@ -106,17 +105,19 @@ class Recorder:
     ) -> None:
         """Write the event (after any staged ones), then publish them. `any_owner`: a
         cancellation, written whoever leases the order."""
-        status_now, seq = self._next(run)
-        check_transition(status_now, status)
-        event = OrderEvent(run.order_id, seq, status, message, self.now(), payload.to_json())
+        event = self._next_event(run, status, message, payload)
         await self._write(run, event, update or OrderUpdate(), any_owner=any_owner)
 
-    def _next(self, run: OrderRun) -> tuple[Status, int]:
-        """The status the order's next event follows, and that event's seq."""
-        if run.staged:
-            last = run.staged[-1][0]
-            return last.status, last.seq + 1
-        return run.order.status, run.order.last_seq + 1
+    def _next_event(
+        self, run: OrderRun, status: Status, message: str, payload: Payload
+    ) -> OrderEvent:
+        """The order's next event, after the staged ones if any, checked and stamped now."""
+        last = run.staged[-1][0] if run.staged else None
+        current, seq = (
+            (last.status, last.seq + 1) if last else (run.order.status, run.order.last_seq + 1)
+        )
+        check_transition(current, status)
+        return OrderEvent(run.order_id, seq, status, message, self.now(), payload.to_json())
 
     async def _write(
         self, run: OrderRun, event: OrderEvent, update: OrderUpdate, *, any_owner: bool = False

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from order_engine.api.ws import cannot_wait
+from order_engine.api.ws_send import cannot_wait
 
 
 async def idle_then_full() -> tuple[bool, bool]:

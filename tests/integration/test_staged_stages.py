@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -30,53 +31,44 @@ def statuses(transition: Transition) -> list[Status]:
     return [e.status for e in transition.events]
 
 
-async def started(
-    store: FaultyStore, hub: MemoryHub, market: SimulatedMarket, settings: Settings, *, stream: bool
-) -> AsyncIterator[Engine]:
+@asynccontextmanager
+async def following(market: SimulatedMarket, settings: Settings) -> AsyncIterator[MarketData]:
+    """The market's pools, streamed into this process and fresh (quotes come from them)."""
     data = MarketData(max_staleness_slots=settings.venues.max_staleness_slots)
     source = feed_source(market)
     assert source is not None
-    following = asyncio.create_task(follow(data, source))
-    async with asyncio.timeout(5):
-        await data.reached(1)  # the first snapshot: quotes from the stream are fresh
-    engine = build_engine(
-        store=store,
-        hub=hub,
-        market=market,
-        settings=settings,
-        market_data=data,
-        quote_from_stream=stream,
-    )
-    await engine.start()
+    task = asyncio.create_task(follow(data, source))
     try:
-        yield engine
+        async with asyncio.timeout(5):
+            await data.reached(1)  # the first snapshot
+        yield data
     finally:
-        store.faults.clear()
-        await engine.stop(grace=0)
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture
 async def streamed(
     faulty_store: FaultyStore, memory_hub: MemoryHub, market: SimulatedMarket, settings: Settings
 ) -> AsyncIterator[Engine]:
+    """As the `engine` fixture (which quotes by venue calls), quoting from the stream."""
     await market.start()
     try:
-        async for engine in started(faulty_store, memory_hub, market, settings, stream=True):
-            yield engine
-    finally:
-        await market.stop()
-
-
-@pytest.fixture
-async def by_venue_calls(
-    faulty_store: FaultyStore, memory_hub: MemoryHub, market: SimulatedMarket, settings: Settings
-) -> AsyncIterator[Engine]:
-    await market.start()
-    try:
-        async for engine in started(faulty_store, memory_hub, market, settings, stream=False):
-            yield engine
+        async with following(market, settings) as data:
+            engine = build_engine(
+                store=faulty_store,
+                hub=memory_hub,
+                market=market,
+                settings=settings,
+                market_data=data,
+                quote_from_stream=True,
+            )
+            await engine.start()
+            try:
+                yield engine
+            finally:
+                faulty_store.faults.clear()
+                await engine.stop(grace=0)
     finally:
         await market.stop()
 
@@ -113,9 +105,9 @@ async def test_a_route_quoted_from_the_stream_is_written_with_the_submitted_even
 
 
 async def test_a_route_quoted_by_venue_calls_is_written_before_the_calls(
-    by_venue_calls: Engine, faulty_store: FaultyStore, memory_hub: MemoryHub
+    engine: Engine, faulty_store: FaultyStore, memory_hub: MemoryHub
 ) -> None:
-    order = await by_venue_calls.submit(order_request())
+    order = await engine.submit(order_request())
     assert await reach(faulty_store, memory_hub, order.order_id, TERMINAL) is Status.CONFIRMED
     assert appended(faulty_store, order.order_id) == [
         [Status.ROUTING],

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
-from order_engine.api.ws import write_burst
+from order_engine.api.ws_send import write_burst
 
 # One of each length header: 7 bits, 16 bits, 64 bits; and text that is not ASCII.
 TEXTS = ["a", "é" * 100, "x" * 125, "y" * 126, "z" * 65_535, "w" * 65_536, "€" * 40_000]
