@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from order_engine.config import EngineSettings
 from order_engine.orders import OrderUpdate, Status
@@ -27,6 +27,7 @@ from order_engine.venues.base import (
     Chain,
     Receipt,
     TransientVenueError,
+    Tx,
     TxState,
     VenueError,
 )
@@ -115,7 +116,8 @@ class Confirmations:
         self.slots = Slots(settings.max_in_flight)
 
     async def send(self, run: OrderRun, route: Route, floor: int) -> None:
-        """Build, record and send the order's transaction, then wait for it off this task."""
+        """Build the order's transaction, then record, send and wait for it off this task:
+        the worker goes on to the next order while this one's write reaches the disk."""
         if self.slots.full():
             # The wait for a slot may be long: what the order went through so far is
             # written now, for its watchers to see, not kept until the slot comes.
@@ -126,35 +128,38 @@ class Confirmations:
             except VenueError as exc:
                 failure = exc
             else:
-                # The signature is stored BEFORE the transaction is sent: after a crash the
-                # engine can always ask the chain what became of it. The stages staged
-                # before it (routing, building) are written in the same commit.
-                await self._recorder.emit(
-                    run,
-                    Status.SUBMITTED,
-                    f"Transaction sent to {route.venue}",
-                    SubmittedData(
-                        dex=route.venue, tx_hash=tx.signature, last_valid_slot=tx.last_valid_slot
-                    ),
-                    OrderUpdate(tx_hash=tx.signature, last_valid_slot=tx.last_valid_slot),
-                )
-                try:
-                    await self._chain.submit(tx)
-                except VenueError as exc:
-                    # Sent or not, the chain will say: the wait asks by signature.
-                    log.warning("[%s] submit error (%s); asking the chain", run.order_id, exc.code)
-                slot.hand_over(self.wait(run))
+                slot.hand_over(self._spawn(run, self._submit(run, route, tx)))
                 return
         # Nothing was signed or sent: trying again is safe (and needs no slot).
         await self._retries.retry_or_fail(run, failure)
 
+    async def _submit(self, run: OrderRun, route: Route, tx: Tx) -> None:
+        # The signature is stored BEFORE the transaction is sent: after a crash the engine
+        # can always ask the chain what became of it. The stages staged before it (routing,
+        # building) are written in the same commit.
+        await self._recorder.emit(
+            run,
+            Status.SUBMITTED,
+            f"Transaction sent to {route.venue}",
+            SubmittedData(
+                dex=route.venue, tx_hash=tx.signature, last_valid_slot=tx.last_valid_slot
+            ),
+            OrderUpdate(tx_hash=tx.signature, last_valid_slot=tx.last_valid_slot),
+        )
+        try:
+            await self._chain.submit(tx)
+        except VenueError as exc:
+            # Sent or not, the chain will say: the wait asks by signature.
+            log.warning("[%s] submit error (%s); asking the chain", run.order_id, exc.code)
+        await self._settle(run)
+
     def wait(self, run: OrderRun) -> asyncio.Task[None]:
         """Wait in a task of its own until the chain settles the order's transaction."""
+        return self._spawn(run, self._settle(run))
+
+    def _spawn(self, run: OrderRun, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return self._supervisor.spawn(
-            CONFIRMATIONS,
-            self._settle(run),
-            f"confirm-{run.order_id}",
-            on_error=self._on_error(run),
+            CONFIRMATIONS, work, f"confirm-{run.order_id}", on_error=self._on_error(run)
         )
 
     async def _settle(self, run: OrderRun) -> None:

@@ -1,5 +1,5 @@
 """Transactions in flight: the `max_in_flight` cap holds on every path, and a graceful stop
-waits for the confirmations its busy workers start."""
+waits for the confirmations under way."""
 
 from __future__ import annotations
 
@@ -59,11 +59,12 @@ async def test_a_failed_write_after_a_failed_build_does_not_raise_the_cap(
     assert await reach(faulty_store, memory_hub, b.order_id, {Status.CONFIRMED})
 
 
-async def test_a_stop_waits_for_a_confirmation_started_during_its_grace(
+async def test_a_stop_waits_for_a_submitted_write_and_the_confirmation_after_it(
     engine: Engine, faulty_store: FaultyStore, memory_hub: MemoryHub
 ) -> None:
-    # The worker is mid-stage (writing `submitted`) when the stop begins; the confirmation
-    # it starts afterwards gets the grace too, and the order lands as confirmed.
+    # The order's `submitted` is being written (off the worker, in the order's own
+    # confirmation task) when the stop begins: that task gets the grace, and the order
+    # lands as confirmed.
     hold = faulty_store.faults.hold_next("append", when=status_is(Status.SUBMITTED))
     order = await engine.submit(order_request())
     await hold.wait()
