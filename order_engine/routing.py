@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from order_engine.venues.base import (
     NO_QUOTES,
@@ -91,6 +91,7 @@ class Router:
 
     async def route(self, token_in: Token, token_out: Token, amount_in: int) -> Route:
         probes = self._probe_now(token_in, token_out, amount_in)
+        local = probes is not None
         if probes is None:
             probes = await asyncio.gather(
                 *(self._probe(v, token_in, token_out, amount_in) for v in self._venues)
@@ -106,7 +107,10 @@ class Router:
         route = Route((best,), quotes, skipped, _single_reason(quotes, skipped))
         if len(quotes) >= 2:
             by_venue = {v.name: p for v, p in zip(self._venues, probes, strict=True)}
-            bound = _split_gain_bound(by_venue[best.venue], by_venue[quotes[1].venue])
+            best_probe = by_venue[best.venue]
+            if local:
+                best_probe = self._beyond_now(best_probe, best.venue, token_in, token_out)
+            bound = _split_gain_bound(best_probe, by_venue[quotes[1].venue])
             if gain_bps(best.amount_out + bound, best.amount_out) >= self._split_min_gain_bps:
                 split = await self._best_split(best, quotes[1], token_in, token_out, amount_in)
                 if split is not None:
@@ -122,17 +126,15 @@ class Router:
         return route
 
     def _probe_sizes(self, amount_in: int) -> list[int]:
-        return [
-            amount_in,
-            self._finest_leg(amount_in),
-            min(amount_in + amount_in // 16 + 1, _U64_MAX),
-        ]
+        return [amount_in, self._finest_leg(amount_in), _beyond(amount_in)]
 
     def _probe_now(self, token_in: Token, token_out: Token, amount_in: int) -> list[_Probe] | None:
         """Every venue probed from pools held here, without a task or a timer per venue (a
         visible share of an order's CPU); None unless every venue can, or if one of them
-        cannot fill the order (the venue's own quote then says why)."""
-        sizes = self._probe_sizes(amount_in)
+        cannot fill the order (the venue's own quote then says why). Only the best venue's
+        quote beyond the order is used: it is asked for once the best is known
+        (`_beyond_now`), not of every venue."""
+        sizes = self._probe_sizes(amount_in)[:2]
         probes = []
         for local in self._local:
             if local is None:
@@ -144,8 +146,23 @@ class Router:
                 continue
             if curve is None or curve[0] is None:
                 return None
-            probes.append(_Probe(curve[0], curve[1], curve[2]))
+            probes.append(_Probe(curve[0], curve[1], None))
         return probes
+
+    def _beyond_now(self, probe: _Probe, venue: str, token_in: Token, token_out: Token) -> _Probe:
+        """`probe` (of a local venue) with its quote beyond the order; as it was (the bound
+        then does without) if the venue cannot give one here and now."""
+        whole = probe.whole
+        assert isinstance(whole, Quote)
+        local = next(lv for v, lv in zip(self._venues, self._local, strict=True) if v.name == venue)
+        assert local is not None
+        try:
+            curve = local.curve_now(token_in, token_out, [_beyond(whole.amount_in)])
+        except VenueError:
+            return probe
+        if curve is None:
+            return probe
+        return replace(probe, beyond=curve[0])
 
     async def _probe(
         self, venue: Venue, token_in: Token, token_out: Token, amount_in: int
@@ -242,6 +259,11 @@ _ROUNDED_UNITS = 4
 _SLICE_FEE_ROUNDINGS = 2
 # SPL amounts are u64: a venue refuses to quote more.
 _U64_MAX = 2**64 - 1
+
+
+def _beyond(amount: int) -> int:
+    """A sixteenth more than the order: where the best venue's marginal rate is read."""
+    return min(amount + amount // 16 + 1, _U64_MAX)
 
 
 def _split_gain_bound(best: _Probe, other: _Probe) -> float:

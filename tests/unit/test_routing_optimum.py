@@ -7,6 +7,7 @@ whenever splitting pays more than the threshold and 1 bps."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,7 +18,13 @@ from hypothesis import strategies as st
 from order_engine.config import VenueSettings
 from order_engine.routing import Router, gain_bps
 from order_engine.venues import PROFILES, SimulatedMarket
-from order_engine.venues.base import AMOUNT_TOO_SMALL, INSUFFICIENT_LIQUIDITY, PermanentVenueError
+from order_engine.venues.base import (
+    AMOUNT_TOO_SMALL,
+    INSUFFICIENT_LIQUIDITY,
+    PermanentVenueError,
+    Quote,
+    Venue,
+)
 from order_engine.venues.market_data import usd_to_base
 from order_engine.venues.tokens import REGISTRY, Token
 from order_engine.venues.venue import SimulatedVenue
@@ -68,11 +75,40 @@ def brute_force(
     return Optimum(single, best)
 
 
-def router_for(market: SimulatedMarket, threshold: float) -> Router:
+class InPlace:
+    """A venue quoted from pools held in this process (`LocalCurve`), as the streamed
+    mirrors are: the router probes it in place, and asks the best venue for its quote
+    beyond the order only once it knows which is best."""
+
+    def __init__(self, venue: SimulatedVenue) -> None:
+        self.name = venue.name
+        self._venue = venue
+
+    async def quote(self, token_in: Token, token_out: Token, amount_in: int) -> Quote:
+        return await self._venue.quote(token_in, token_out, amount_in)
+
+    async def quote_curve(
+        self, token_in: Token, token_out: Token, amounts_in: Sequence[int]
+    ) -> list[Quote | None]:
+        return await self._venue.quote_curve(token_in, token_out, amounts_in)
+
+    def curve_now(
+        self, token_in: Token, token_out: Token, amounts_in: Sequence[int]
+    ) -> list[Quote | None]:
+        return self._venue.curve(token_in, token_out, amounts_in)
+
+
+QUOTING = ("by calls", "in place")
+
+
+def router_for(market: SimulatedMarket, threshold: float, quoting: str = "by calls") -> Router:
     # No price impact limit: the largest orders are refused by it otherwise, and what is
     # compared here is the route, not the guard.
+    venues: list[Venue] = list(market.venues.values())
+    if quoting == "in place":
+        venues = [InPlace(v) for v in market.venues.values()]
     return Router(
-        list(market.venues.values()),
+        venues,
         quote_timeout=1,
         split_min_gain_bps=threshold,
         max_price_impact_bps=math.inf,
@@ -97,11 +133,12 @@ def worth(symbol: str, usd: str) -> tuple[Token, int]:
     return token, usd_to_base(REGISTRY.pool_token(token).symbol, Decimal(usd))
 
 
+@pytest.mark.parametrize("quoting", QUOTING)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_every_route_is_within_1_bps_of_the_best_split(seed: int) -> None:
+async def test_every_route_is_within_1_bps_of_the_best_split(seed: int, quoting: str) -> None:
     market = SimulatedMarket(PROFILES["instant"], seed=seed)
     market.step(3)  # the venues' prices apart, differently for each seed
-    routers = {t: router_for(market, t) for t in (0.01, DEFAULT_THRESHOLD)}
+    routers = {t: router_for(market, t, quoting) for t in (0.01, DEFAULT_THRESHOLD)}
     failures, paying = [], 0
     for (symbol_in, symbol_out), usd in ((p, u) for p in PAIRS for u in USD_SIZES):
         token_in, amount = worth(symbol_in, usd)
@@ -117,7 +154,7 @@ async def test_every_route_is_within_1_bps_of_the_best_split(seed: int) -> None:
     assert paying >= 3, "too few orders worth splitting for the sweep to test the search"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32),
     steps=st.integers(0, 20),
@@ -126,14 +163,15 @@ async def test_every_route_is_within_1_bps_of_the_best_split(seed: int) -> None:
     ),
     usd=st.integers(-2, 47).map(lambda e: str(Decimal(10) ** (Decimal(e) / 10))),
     threshold=st.sampled_from([0.25, DEFAULT_THRESHOLD, 3.0]),
+    quoting=st.sampled_from(QUOTING),
 )
 async def test_the_router_never_declines_a_split_that_pays(
-    seed: int, steps: int, pair: tuple[str, str], usd: str, threshold: float
+    seed: int, steps: int, pair: tuple[str, str], usd: str, threshold: float, quoting: str
 ) -> None:
     market = SimulatedMarket(PROFILES["instant"], seed=seed)
     market.step(steps)
     token_in, amount = worth(pair[0], usd)
     token_out = REGISTRY.resolve(pair[1])
     optimum = brute_force(market, token_in, token_out, amount, grid=200)
-    route = await router_for(market, threshold).route(token_in, token_out, amount)
+    route = await router_for(market, threshold, quoting).route(token_in, token_out, amount)
     assert misses(route.amount_out, route.split, optimum, threshold) is None
