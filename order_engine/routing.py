@@ -84,6 +84,11 @@ class Router:
             raise ValueError("a router needs at least one venue")
         self._venues = list(venues)
         self._local = [v if isinstance(v, LocalCurve) else None for v in self._venues]
+        self._local_by_name = {
+            v.name: local
+            for v, local in zip(self._venues, self._local, strict=True)
+            if local is not None
+        }
         self._timeout = quote_timeout
         self._split_min_gain_bps = split_min_gain_bps
         self._steps = split_steps
@@ -154,10 +159,10 @@ class Router:
         then does without) if the venue cannot give one here and now."""
         whole = probe.whole
         assert isinstance(whole, Quote)
-        local = next(lv for v, lv in zip(self._venues, self._local, strict=True) if v.name == venue)
-        assert local is not None
         try:
-            curve = local.curve_now(token_in, token_out, [_beyond(whole.amount_in)])
+            curve = self._local_by_name[venue].curve_now(
+                token_in, token_out, [_beyond(whole.amount_in)]
+            )
         except VenueError:
             return probe
         if curve is None:
