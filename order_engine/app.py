@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
+from prometheus_client import Counter
 
 from order_engine.api.auth import ApiKeys
 from order_engine.api.dashboard import dashboard_routes
@@ -107,9 +108,14 @@ def build_services(settings: Settings, *, market: Market | None = None) -> Servi
     venues: list[Venue] = list(market.venues.values())
     market_data = MarketData(max_staleness_slots=settings.venues.max_staleness_slots)
     if settings.venues.quote_from_stream:
+        # Five quotes an order: each labelled child is looked up once, not per quote.
+        quote_counters: dict[tuple[str, str], Counter] = {}
 
         def count_quote(venue: str, source: str) -> None:
-            metrics.quotes.labels(venue, source).inc()
+            counter = quote_counters.get((venue, source))
+            if counter is None:
+                counter = quote_counters[venue, source] = metrics.quotes.labels(venue, source)
+            counter.inc()
 
         venues = [StreamedVenue(v, market_data, counted=count_quote) for v in venues]
     metrics.market_data_staleness.set_function(market_data.staleness_slots)

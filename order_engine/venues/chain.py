@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import base58
 
 from order_engine.venues.base import (
     SLIPPAGE_EXCEEDED,
@@ -47,6 +44,7 @@ from order_engine.venues.chain_memory import Signatures
 from order_engine.venues.chain_state import ChainBatch, ChainState, PoolRow, Settled
 from order_engine.venues.pool import DustAmount, PoolExhausted
 from order_engine.venues.profiles import Profile
+from order_engine.venues.signatures import new_signature
 from order_engine.venues.tokens import REGISTRY, TokenRegistry
 from order_engine.venues.venue import SimulatedVenue
 
@@ -124,9 +122,7 @@ class SimulatedChain:
             # Legs are dry-run one by one against the same pools; two on one venue would
             # each see the pools before the other moved them.
             raise ValueError("a transaction holds at most one leg per venue")
-        # 64 random bytes, as an ed25519 signature: unique across processes and restarts,
-        # which a seeded generator would not be.
-        signature = base58.b58encode(os.urandom(64)).decode()
+        signature = new_signature()
         self._signatures.built(signature)
         return Tx(
             signature=signature,
