@@ -11,7 +11,8 @@ Writes come in batches (`ChainBatch`), each ONE transaction: the chain groups wh
 a turn of the event loop, so a burst of landings costs one commit. They run on the event
 loop's thread: the chain's landing is synchronous (nothing may observe a landing between
 the pools moving and its commit), and a WAL commit without fsync costs tens of microseconds.
-`synchronous=NORMAL`: a commit survives the process dying (kill -9), not a power cut.
+`synchronous=NORMAL`: a commit survives the process dying (kill -9), not a power cut. The
+log's checkpoints, which sync both files, run on a thread of their own (`WalCheckpointer`).
 
 A pool is a `pools` row (its state but its bins) and, for a pool with bins (DLMM: hundreds),
 a `bins` row per bin: a landing moves one bin or a few, and its commit writes those (and the
@@ -20,6 +21,7 @@ pool's small row), not the whole pool again.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from order_engine.store.sqlite_checkpoint import WalCheckpointer
 from order_engine.store.sqlite_lock import DatabaseInUse, ProcessLock
 from order_engine.venues.base import (
     LedgerEntry,
@@ -46,6 +49,8 @@ from order_engine.venues.wire import (
     tx_from_fields,
     tx_to_json,
 )
+
+log = logging.getLogger("order_engine.venues")
 
 MEMORY = ":memory:"
 
@@ -140,6 +145,7 @@ class ChainState:
         self.durable = self.path != MEMORY
         self._lock: str | None = None
         self._db: sqlite3.Connection | None = None
+        self._checkpointer: WalCheckpointer | None = None
         if not self.durable:
             self.open()
 
@@ -163,6 +169,8 @@ class ChainState:
             db.executescript(_SCHEMA)
             _move_bins_out_of_pools(db)
             self._db = db
+            if self.durable:
+                self._checkpoint_apart(db)
         except DatabaseInUse as exc:
             holder = f" (pid {exc.pid})" if exc.pid is not None else ""
             raise ChainStateUnavailable(
@@ -173,9 +181,22 @@ class ChainState:
             self._unlock()
             raise ChainStateUnavailable(f"cannot open the chain state {self.path}: {exc}") from exc
 
+    def _checkpoint_apart(self, db: sqlite3.Connection) -> None:
+        checkpointer = WalCheckpointer(self.path)
+        try:
+            checkpointer.take_over(db)
+        except sqlite3.Error as exc:
+            # Commits checkpoint as SQLite does by default: slower now and then, still right.
+            log.warning("checkpoints of %s stay in its commits: %s", self.path, exc)
+            return
+        self._checkpointer = checkpointer
+
     def close(self) -> None:
         db, self._db = self._db, None
+        checkpointer, self._checkpointer = self._checkpointer, None
         try:
+            if checkpointer is not None:
+                checkpointer.stop()
             if db is not None:
                 db.close()
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -209,3 +210,31 @@ async def test_a_stopped_market_lands_nothing_and_hands_its_file_over(tmp_path: 
         await second.stop()
         state.close()
         first_state.close()
+
+
+def test_the_state_file_is_checkpointed_on_a_thread_not_in_the_chains_commits(
+    tmp_path: Path,
+) -> None:
+    """The chain commits on the event loop: a checkpoint in a commit would stall it."""
+    before = _checkpoint_threads()
+    state = ChainState(tmp_path / "chain.db")
+    state.open()
+    try:
+        assert state.db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        assert _checkpoint_threads() - before == {f"wal-checkpoint {tmp_path / 'chain.db'}"}
+    finally:
+        state.close()
+    assert _checkpoint_threads() == before
+
+
+def test_a_chain_in_memory_has_no_checkpoints_to_make() -> None:
+    before = _checkpoint_threads()
+    state = ChainState()
+    try:
+        assert _checkpoint_threads() == before
+    finally:
+        state.close()
+
+
+def _checkpoint_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("wal-checkpoint")}
