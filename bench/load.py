@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import resource
@@ -105,6 +106,11 @@ class Window:
     # POST -> `submitted` seen on the WebSocket: how long an order waits for a worker and
     # for routing, before the chain's own latency.
     to_submitted: list[float] = field(default_factory=list)
+    # Paced orders, by the server's own event stamps: pending -> terminal (the engine's part
+    # of the latency: not the POST's way in nor the last event's way out), and each stage
+    # (status -> the time since the event before it) apart.
+    in_server: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)
@@ -135,6 +141,12 @@ class Window:
             "rate": done / (completed_in or span),
             "latency_ms": summary_ms(self.latencies),
             **({"submitted_ms": summary_ms(self.to_submitted)} if self.to_submitted else {}),
+            **({"in_server_ms": summary_ms(self.in_server)} if self.in_server else {}),
+            **(
+                {"stage_p99_ms": {k: summary_ms(v)["p99"] for k, v in self.stages.items()}}
+                if self.stages
+                else {}
+            ),
             "errors": dict(self.errors),
             "statuses": dict(self.statuses),
             "cpu_ms_per_op": server_cpu / done * 1000 if server_cpu and done else None,
@@ -170,13 +182,18 @@ async def watch_to_end(
     base: str,
     order_id: str,
     on_submitted: Callable[[], None] | None = None,
+    stamps: list[tuple[str, float]] | None = None,
 ) -> str:
-    """Watch an order until its terminal event; returns that status."""
+    """Watch an order until its terminal event; returns that status. `stamps`: each event's
+    (status, ts) is added to it."""
     async with session.ws_connect(_ws_url(base, order_id)) as ws:
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 break
-            status: str = orjson.loads(msg.data)["status"]
+            event = orjson.loads(msg.data)
+            status: str = event["status"]
+            if stamps is not None:
+                stamps.append((status, event["ts"]))
             if status in TERMINAL:
                 return status
             if status == "submitted" and on_submitted is not None:
@@ -278,10 +295,11 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
             if window.holds(scheduled):
                 window.to_submitted.append(time.perf_counter() - scheduled)
 
+        stamps: list[tuple[str, float]] = []
         try:
             async with asyncio.timeout(OP_TIMEOUT_S):
                 order_id = await post_order(session, post_to, ORDERS[k % 2])
-                status = await watch_to_end(session, watch_on, order_id, submitted)
+                status = await watch_to_end(session, watch_on, order_id, submitted, stamps)
         except (aiohttp.ClientError, OSError, TimeoutError, OpError) as exc:
             if window.holds(scheduled):
                 window.errors[_error_kind(exc)] += 1
@@ -291,6 +309,9 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
         if status == "confirmed" or spec.count_failed:
             window.latencies.append(time.perf_counter() - scheduled)
             window.statuses[status] += 1
+            window.in_server.append(stamps[-1][1] - stamps[0][1])
+            for (_, before), (stage, ts) in itertools.pairwise(stamps):
+                window.stages.setdefault(stage, []).append(ts - before)
         else:
             window.errors[status] += 1
 

@@ -59,12 +59,17 @@ def summarize(runs: Sequence[Run]) -> dict[str, Row]:
         for key in _NUMERIC:
             if any(key in r for r in rows):
                 merged[key] = median([r.get(key) for r in rows])
-        for latency in ("latency_ms", "submitted_ms"):
+        for latency in ("latency_ms", "submitted_ms", "in_server_ms"):
             if any(latency in r for r in rows):
                 merged[latency] = {
                     q: median([r.get(latency, {}).get(q) for r in rows])
                     for q in ("p50", "p95", "p99", "max")
                 }
+        stages = list(dict.fromkeys(k for r in rows for k in r.get("stage_p99_ms", {})))
+        if stages:
+            merged["stage_p99_ms"] = {
+                k: median([r.get("stage_p99_ms", {}).get(k) for r in rows]) for k in stages
+            }
         errors: Counter[str] = Counter()
         for r in rows:
             errors.update(r.get("errors", {}))
@@ -271,6 +276,14 @@ def notes(summary: dict[str, Row], skipped: dict[str, str]) -> list[str]:
         if r["errors"]:
             errors = ", ".join(f"{k} x{v}" for k, v in sorted(r["errors"].items()))
             out.append(f"{name}: not completed: {errors}")
+        if "in_server_ms" in r:
+            inside, stages = r["in_server_ms"], r.get("stage_p99_ms", {})
+            out.append(
+                f"{name}: inside the server (event ts, pending -> last) p50"
+                f" {_num(inside['p50'])} p99 {_num(inside['p99'])} ms; p99 of each stage"
+                " (since the event before): "
+                + ", ".join(f"{k} {_num(v)}" for k, v in stages.items() if k != "pending")
+            )
     for name in ("scaled_1", "scaled_2"):
         if name in summary and summary[name].get("host_busy_cores") is not None:
             r = summary[name]

@@ -74,6 +74,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert summary[row]["rate"] > 0, (row, summary[row])
         assert summary[row]["latency_ms"]["p99"] > 0, (row, summary[row])
         assert summary[row]["peak_rss_bytes"] > 0, (row, summary[row])
+    for row in ("e2e_half", "e2e_half_normal", "realistic_half"):
+        # The server's own part of each order (its event stamps) lies inside what the client
+        # waited for it, so every percentile of it does too.
+        inside = summary[row]["in_server_ms"]
+        assert 0 < inside["p99"] <= summary[row]["latency_ms"]["p99"], (row, summary[row])
+        assert {"routing", "submitted", "confirmed"} <= set(summary[row]["stage_p99_ms"])
+    assert "inside the server" in out
     assert summary["fanout"]["received"] == summary["fanout"]["watchers"], summary["fanout"]
     assert summary["fanout"]["spread_ms"] is not None
     assert summary["idle"]["live"] == summary["idle"]["watchers"], summary["idle"]
