@@ -107,8 +107,8 @@ class Window:
     # for routing, before the chain's own latency.
     to_submitted: list[float] = field(default_factory=list)
     # Paced orders, by the server's own event stamps: pending -> terminal (the engine's part
-    # of the latency: not the POST's way in nor the last event's way out), and each stage
-    # (status -> the time since the event before it) apart.
+    # of the latency: not the POST's way in nor the last event's way out), and each step
+    # between two events ("pending->routing"; a retry is "submitted->routing") apart.
     in_server: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
@@ -310,8 +310,8 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
             window.latencies.append(time.perf_counter() - scheduled)
             window.statuses[status] += 1
             window.in_server.append(stamps[-1][1] - stamps[0][1])
-            for (_, before), (stage, ts) in itertools.pairwise(stamps):
-                window.stages.setdefault(stage, []).append(ts - before)
+            for (was, before), (now, ts) in itertools.pairwise(stamps):
+                window.stages.setdefault(f"{was}->{now}", []).append(ts - before)
         else:
             window.errors[status] += 1
 
