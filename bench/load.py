@@ -110,7 +110,7 @@ class Window:
     # of the latency: not the POST's way in nor the last event's way out), and each step
     # between two events ("pending->routing"; a retry is "submitted->routing") apart.
     in_server: list[float] = field(default_factory=list)
-    stages: dict[str, list[float]] = field(default_factory=dict)
+    steps: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)
@@ -143,8 +143,8 @@ class Window:
             **({"submitted_ms": summary_ms(self.to_submitted)} if self.to_submitted else {}),
             **({"in_server_ms": summary_ms(self.in_server)} if self.in_server else {}),
             **(
-                {"stage_p99_ms": {k: summary_ms(v)["p99"] for k, v in self.stages.items()}}
-                if self.stages
+                {"step_p99_ms": {k: summary_ms(v)["p99"] for k, v in self.steps.items()}}
+                if self.steps
                 else {}
             ),
             "errors": dict(self.errors),
@@ -311,7 +311,7 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
             window.statuses[status] += 1
             window.in_server.append(stamps[-1][1] - stamps[0][1])
             for (was, before), (now, ts) in itertools.pairwise(stamps):
-                window.stages.setdefault(f"{was}->{now}", []).append(ts - before)
+                window.steps.setdefault(f"{was}->{now}", []).append(ts - before)
         else:
             window.errors[status] += 1
 

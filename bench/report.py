@@ -65,10 +65,10 @@ def summarize(runs: Sequence[Run]) -> dict[str, Row]:
                     q: median([r.get(latency, {}).get(q) for r in rows])
                     for q in ("p50", "p95", "p99", "max")
                 }
-        stages = list(dict.fromkeys(k for r in rows for k in r.get("stage_p99_ms", {})))
-        if stages:
-            merged["stage_p99_ms"] = {
-                k: median([r.get("stage_p99_ms", {}).get(k) for r in rows]) for k in stages
+        steps = list(dict.fromkeys(k for r in rows for k in r.get("step_p99_ms", {})))
+        if steps:
+            merged["step_p99_ms"] = {
+                k: median([r.get("step_p99_ms", {}).get(k) for r in rows]) for k in steps
             }
         errors: Counter[str] = Counter()
         for r in rows:
@@ -277,11 +277,11 @@ def notes(summary: dict[str, Row], skipped: dict[str, str]) -> list[str]:
             errors = ", ".join(f"{k} x{v}" for k, v in sorted(r["errors"].items()))
             out.append(f"{name}: not completed: {errors}")
         if "in_server_ms" in r:
-            inside, stages = r["in_server_ms"], r.get("stage_p99_ms", {})
+            inside, steps = r["in_server_ms"], r.get("step_p99_ms", {})
             out.append(
                 f"{name}: inside the server (event ts, pending -> last) p50"
                 f" {_num(inside['p50'])} p99 {_num(inside['p99'])} ms; p99 of each step: "
-                + ", ".join(f"{k} {_num(v)}" for k, v in stages.items())
+                + ", ".join(f"{k} {_num(v)}" for k, v in steps.items())
             )
     for name in ("scaled_1", "scaled_2"):
         if name in summary and summary[name].get("host_busy_cores") is not None:

@@ -80,7 +80,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         inside = summary[row]["in_server_ms"]
         assert 0 < inside["p99"] <= summary[row]["latency_ms"]["p99"], (row, summary[row])
         steps = {"pending->routing", "building->submitted", "submitted->confirmed"}
-        assert steps <= set(summary[row]["stage_p99_ms"]), summary[row]
+        assert steps <= set(summary[row]["step_p99_ms"]), summary[row]
     assert "inside the server" in out
     assert summary["fanout"]["received"] == summary["fanout"]["watchers"], summary["fanout"]
     assert summary["fanout"]["spread_ms"] is not None
