@@ -53,6 +53,8 @@ SESSION_ORDERS = tuple(order.decode() for order in ORDERS)
 JSON_HEADERS = {"Content-Type": "application/json"}
 OP_TIMEOUT_S = 60.0
 TERMINAL = ("confirmed", "failed")
+# What one operation came to, and when (perf_counter) its answer was read.
+Outcome = tuple[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,12 @@ class Window:
     # between two events ("pending->routing"; a retry is "submitted->routing") apart.
     in_server: list[float] = field(default_factory=list)
     steps: dict[str, list[float]] = field(default_factory=dict)
+    # ... and the rest of its latency, by the same (wall) clock: its scheduled arrival ->
+    # the pending event's stamp (the client's start, the POST's way in), and the terminal
+    # event's stamp -> read by the client (its way out, through the server's loop and the
+    # client's).
+    way_in: list[float] = field(default_factory=list)
+    way_out: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)
@@ -142,6 +150,8 @@ class Window:
             "latency_ms": summary_ms(self.latencies),
             **({"submitted_ms": summary_ms(self.to_submitted)} if self.to_submitted else {}),
             **({"in_server_ms": summary_ms(self.in_server)} if self.in_server else {}),
+            **({"way_in_ms": summary_ms(self.way_in)} if self.way_in else {}),
+            **({"way_out_ms": summary_ms(self.way_out)} if self.way_out else {}),
             **(
                 {"step_p99_ms": {k: summary_ms(v)["p99"] for k, v in self.steps.items()}}
                 if self.steps
@@ -183,19 +193,21 @@ async def watch_to_end(
     order_id: str,
     on_submitted: Callable[[], None] | None = None,
     stamps: list[tuple[str, float]] | None = None,
-) -> str:
-    """Watch an order until its terminal event; returns that status. `stamps`: each event's
-    (status, ts) is added to it."""
+) -> Outcome:
+    """Watch an order until its terminal event: that status and when it was read (before the
+    close handshake, which is the client's business and no part of the order's latency).
+    `stamps`: each event's (status, ts) is added to it."""
     async with session.ws_connect(_ws_url(base, order_id)) as ws:
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 break
+            read_at = time.perf_counter()
             event = orjson.loads(msg.data)
             status: str = event["status"]
             if stamps is not None:
                 stamps.append((status, event["ts"]))
             if status in TERMINAL:
-                return status
+                return status, read_at
             if status == "submitted" and on_submitted is not None:
                 on_submitted()
                 on_submitted = None  # the first time only (a retry submits again)
@@ -218,8 +230,11 @@ class Targets:
 # -- throughput modes -----------------------------------------------------------------------
 
 
-async def _closed_loop(spec: Spec, op: Callable[[int, Window], Awaitable[str]]) -> dict[str, Any]:
-    """`concurrency` clients run `op` back to back; what completes inside the window counts."""
+async def _closed_loop(
+    spec: Spec, op: Callable[[int, Window], Awaitable[Outcome]]
+) -> dict[str, Any]:
+    """`concurrency` clients run `op` back to back; what completes inside the window counts,
+    its latency up to when its answer was read."""
     t0 = time.perf_counter()
     window = Window(t0 + spec.warmup, t0 + spec.warmup + spec.duration, spec.pids, spec.others)
     accepted = {"201", *TERMINAL} - (set() if spec.count_failed else {"failed"})
@@ -230,10 +245,9 @@ async def _closed_loop(spec: Spec, op: Callable[[int, Window], Awaitable[str]]) 
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(OP_TIMEOUT_S):
-                    outcome = await op(k, window)
+                    outcome, end = await op(k, window)
             except (aiohttp.ClientError, OSError, TimeoutError, OpError) as exc:
-                outcome = f"error:{_error_kind(exc)}"
-            end = time.perf_counter()
+                outcome, end = f"error:{_error_kind(exc)}", time.perf_counter()
             k += spec.concurrency
             if not window.holds(end):
                 continue
@@ -255,10 +269,10 @@ async def _closed_loop(spec: Spec, op: Callable[[int, Window], Awaitable[str]]) 
 async def run_post(spec: Spec) -> dict[str, Any]:
     async with _session() as session:
 
-        async def op(k: int, window: Window) -> str:
+        async def op(k: int, window: Window) -> Outcome:
             url = spec.urls[k % len(spec.urls)]
             await post_order(session, url, ORDERS[k % 2])
-            return "201"
+            return "201", time.perf_counter()
 
         return await _closed_loop(spec, op)
 
@@ -267,7 +281,7 @@ async def run_e2e(spec: Spec) -> dict[str, Any]:
     targets = Targets(spec.urls, spec.seed)
     async with _session() as session:
 
-        async def op(k: int, window: Window) -> str:
+        async def op(k: int, window: Window) -> Outcome:
             post_to, watch_on = targets.pick(k)
             start = time.perf_counter()
 
@@ -287,6 +301,7 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
     t0 = time.perf_counter()
     window = Window(t0 + spec.warmup, t0 + spec.warmup + spec.duration, spec.pids, spec.others)
     pending: set[asyncio.Task[None]] = set()
+    wall = time.time() - time.perf_counter()  # perf_counter -> the servers' event clock
 
     async def arrival(session: aiohttp.ClientSession, k: int, scheduled: float) -> None:
         post_to, watch_on = targets.pick(k)
@@ -299,7 +314,7 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
         try:
             async with asyncio.timeout(OP_TIMEOUT_S):
                 order_id = await post_order(session, post_to, ORDERS[k % 2])
-                status = await watch_to_end(session, watch_on, order_id, submitted, stamps)
+                status, read_at = await watch_to_end(session, watch_on, order_id, submitted, stamps)
         except (aiohttp.ClientError, OSError, TimeoutError, OpError) as exc:
             if window.holds(scheduled):
                 window.errors[_error_kind(exc)] += 1
@@ -307,9 +322,11 @@ async def run_paced(spec: Spec) -> dict[str, Any]:
         if not window.holds(scheduled):
             return
         if status == "confirmed" or spec.count_failed:
-            window.latencies.append(time.perf_counter() - scheduled)
+            window.latencies.append(read_at - scheduled)
             window.statuses[status] += 1
             window.in_server.append(stamps[-1][1] - stamps[0][1])
+            window.way_in.append(stamps[0][1] - (scheduled + wall))
+            window.way_out.append(read_at + wall - stamps[-1][1])
             for (was, before), (now, ts) in itertools.pairwise(stamps):
                 window.steps.setdefault(f"{was}->{now}", []).append(ts - before)
         else:

@@ -59,7 +59,7 @@ def summarize(runs: Sequence[Run]) -> dict[str, Row]:
         for key in _NUMERIC:
             if any(key in r for r in rows):
                 merged[key] = median([r.get(key) for r in rows])
-        for latency in ("latency_ms", "submitted_ms", "in_server_ms"):
+        for latency in ("latency_ms", "submitted_ms", "in_server_ms", "way_in_ms", "way_out_ms"):
             if any(latency in r for r in rows):
                 merged[latency] = {
                     q: median([r.get(latency, {}).get(q) for r in rows])
@@ -278,10 +278,13 @@ def notes(summary: dict[str, Row], skipped: dict[str, str]) -> list[str]:
             out.append(f"{name}: not completed: {errors}")
         if "in_server_ms" in r:
             inside, steps = r["in_server_ms"], r.get("step_p99_ms", {})
+            way_in, way_out = r.get("way_in_ms", {}), r.get("way_out_ms", {})
             out.append(
                 f"{name}: inside the server (event ts, pending -> last) p50"
                 f" {_num(inside['p50'])} p99 {_num(inside['p99'])} ms; p99 of each step: "
                 + ", ".join(f"{k} {_num(v)}" for k, v in steps.items())
+                + f"; p99 of the way in (arrival -> pending) {_num(way_in.get('p99'))},"
+                f" of the way out (last event -> read) {_num(way_out.get('p99'))}"
             )
     for name in ("scaled_1", "scaled_2"):
         if name in summary and summary[name].get("host_busy_cores") is not None:

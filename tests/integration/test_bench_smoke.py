@@ -81,6 +81,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert 0 < inside["p99"] <= summary[row]["latency_ms"]["p99"], (row, summary[row])
         steps = {"pending->routing", "building->submitted", "submitted->confirmed"}
         assert steps <= set(summary[row]["step_p99_ms"]), summary[row]
+        # The rest of it, the way in and the way out, by the same clock: inside it too.
+        for way in ("way_in_ms", "way_out_ms"):
+            assert 0 < summary[row][way]["p99"] <= summary[row]["latency_ms"]["max"], summary[row]
     assert "inside the server" in out
     assert summary["fanout"]["received"] == summary["fanout"]["watchers"], summary["fanout"]
     assert summary["fanout"]["spread_ms"] is not None
