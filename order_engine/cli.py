@@ -194,7 +194,7 @@ def serve(settings: Settings) -> int:
     # that cannot listen would otherwise take them from the one that does, then hand them
     # back to nobody.
     try:
-        sockets = listen(host, port)
+        sockets = listen(host, port, settings.server.backlog)
     except OSError as exc:
         print(f"order-engine: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1

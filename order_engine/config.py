@@ -40,6 +40,13 @@ class ServerSettings:
     # A connection idle between requests is closed after this. Behind a proxy that keeps
     # connections to the engine alive, keep the proxy's idle timeout the shorter one.
     keepalive_timeout_s: float = 15.0
+    # Connections the kernel completes and holds for the engine to accept (the listen
+    # backlog; the kernel caps it at net.core.somaxconn). Past it, a new connection's
+    # handshake is dropped and the client retries a second later: a burst of connections
+    # (bots reconnecting, a WebSocket per order) would meet seconds of silence instead of an
+    # answer. aiohttp's default of 128 overflowed some 12,000 times in one benchmark row
+    # (2,400 clients, a WebSocket each per order).
+    backlog: int = 4096
     # How long a graceful stop waits for in-flight stages before cancelling them.
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
@@ -359,6 +366,7 @@ def validate(s: Settings) -> None:
     need(s.server.body_timeout_s > 0, "server.body_timeout_s must be positive")
     need(s.server.header_timeout_s > 0, "server.header_timeout_s must be positive")
     need(s.server.keepalive_timeout_s > 0, "server.keepalive_timeout_s must be positive")
+    need(s.server.backlog >= 1, "server.backlog must be at least 1")
     need(s.hub.audit_interval_s > 0, "hub.audit_interval_s must be positive")
     need(s.server.log_format in ("text", "json"), "server.log_format must be text or json")
     need(s.engine.workers >= 1, "engine.workers must be at least 1")

@@ -34,7 +34,7 @@ def tune_gc() -> None:
     gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, FULL_COLLECTION_EVERY)
 
 
-def listen(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
+def listen(host: str, port: int, backlog: int) -> list[socket.socket]:
     """Listening sockets on every address `host` resolves to, as aiohttp's own site would
     open them. A server binds these before its start-up runs, so that a port in use fails
     there, before start-up has taken on any work (an engine resumes unfinished orders)."""

@@ -34,8 +34,10 @@ class GuardedSite(web.BaseSite):
         runner: web.BaseRunner,
         sock: socket.socket,
         factory: Callable[[], GuardedRequestHandler],
+        backlog: int,
     ) -> None:
-        super().__init__(runner)
+        # The loop listens on the socket again with this: the socket's own is not kept.
+        super().__init__(runner, backlog=backlog)
         self._sock = sock
         self._factory = factory
         host, port = sock.getsockname()[:2]
@@ -80,7 +82,7 @@ async def serving(
             )
 
         for sock in sockets:
-            await GuardedSite(runner, sock, handler).start()
+            await GuardedSite(runner, sock, handler, settings.server.backlog).start()
         per_address, total = gate.limits
         log.info(
             "connections: at most %s per address, %s in all; request heads due within %g s,"

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
+import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -277,6 +280,53 @@ async def test_a_websocket_is_not_cut_by_the_header_timeout(
         await conn.send(b"\x89\x80" + b"\x00" * 4)  # a ping, masked as a client's must be
         async with asyncio.timeout(WAIT_S):
             assert await conn.reader.readexactly(2) == b"\x8a\x00"  # its pong
+
+
+# -- connections the engine has not accepted yet --------------------------------------------
+
+
+def handshakes_held(port: int, count: int, within_s: float) -> int:
+    """Opens `count` connections while the caller's event loop, the server's, does not run
+    (a stalled loop accepts none): how many the kernel completes and holds for it, within
+    `within_s`. Past the listen backlog a handshake is dropped (the client would retry a
+    second later)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        held: set[socket.socket] = set()
+        deadline = time.monotonic() + within_s
+        while len(held) < count and (left := deadline - time.monotonic()) > 0:
+            _, ready, _ = select.select([], [s for s in socks if s not in held], [], left)
+            held.update(s for s in ready if not s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        return len(held)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def somaxconn() -> int:
+    with open("/proc/sys/net/core/somaxconn") as f:
+        return int(f.read())
+
+
+async def test_a_burst_of_connections_is_held_while_the_loop_is_busy(
+    engine: Served,
+) -> None:
+    """aiohttp's own backlog (128) dropped the handshakes of a burst of clients (each retried
+    a second later); the engine's holds them until its loop gets to them."""
+    if somaxconn() < 600:
+        pytest.skip("the kernel caps every listen backlog below 600 (net.core.somaxconn)")
+    assert handshakes_held(engine.port, 600, WAIT_S) == 600
+
+
+async def test_the_backlog_is_a_setting(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, server={"backlog": 8})
+    async with served(web.Application(), settings) as server:
+        # Linux holds one more than the backlog; the rest wait for a retry.
+        held = handshakes_held(server.port, 64, 0.5)
+    assert 8 <= held <= 9, held
 
 
 # -- on uvloop, as the command line serves -------------------------------------------------

@@ -97,7 +97,7 @@ class Raw:
 async def served(
     app: web.Application, settings: Settings, metrics: Metrics | None = None
 ) -> AsyncIterator[Served]:
-    sockets = listen("127.0.0.1", 0)
+    sockets = listen("127.0.0.1", 0, settings.server.backlog)
     try:
         async with serving(app, sockets, settings, metrics) as rules:
             server = Served("127.0.0.1", sockets[0].getsockname()[1], rules)

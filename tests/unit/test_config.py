@@ -66,6 +66,7 @@ def test_a_profile_can_be_tuned_and_a_new_one_defined(tmp_path: Path) -> None:
         ("[engine\n", {}, "not valid TOML"),
         ("[limits]\nconnections_exempt = ['nginx']\n", {}, "limits.connections_exempt"),
         ("", {"ORDER_ENGINE_SERVER_HEADER_TIMEOUT_S": "0"}, "server.header_timeout_s"),
+        ("[server]\nbacklog = 0\n", {}, "server.backlog"),
     ],
 )
 def test_bad_configuration_is_one_clear_error(
