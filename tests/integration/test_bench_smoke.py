@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROWS = {
     "floor": ["floor"],
     "accept": ["accept"],
-    "e2e": ["e2e", "e2e_normal", "e2e_half", "e2e_half_normal"],
+    "e2e": ["e2e", "e2e_normal", "e2e_half", "e2e_half_normal", "e2e_third"],
     "realistic": ["realistic", "realistic_rpc", "realistic_half"],
     "follow": ["follow", "follow_off"],
     "fanout": ["fanout"],
@@ -74,7 +74,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert summary[row]["rate"] > 0, (row, summary[row])
         assert summary[row]["latency_ms"]["p99"] > 0, (row, summary[row])
         assert summary[row]["peak_rss_bytes"] > 0, (row, summary[row])
-    for row in ("e2e_half", "e2e_half_normal", "realistic_half"):
+    for row in ("e2e_half", "e2e_half_normal", "e2e_third", "realistic_half"):
         # The server's own part of each order (its event stamps) lies inside what the client
         # waited for it, so every percentile of it does too.
         inside = summary[row]["in_server_ms"]
