@@ -5,10 +5,12 @@ request heads that do not come in time, or connections left idle, are closed."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import select
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from aiohttp import web
 
 from order_engine.app import SERVICES, build_app
 from order_engine.config import Settings
-from order_engine.serving.protocol import _AIOHTTP_STATE
+from order_engine.serving.protocol import _AIOHTTP_STATE, GuardedRequestHandler
 from order_engine.venues import SimulatedMarket
 from tests.support.factories import make_settings
 from tests.support.served import WAIT_S, Raw, Served, served
@@ -135,7 +137,7 @@ async def test_a_failure_past_every_middleware_is_a_json_500(tmp_path: Path) -> 
 
 
 def test_the_aiohttp_internals_the_edge_reads_are_still_there() -> None:
-    """The edge's handler reads these of aiohttp's RequestHandler: an aiohttp that renames
+    """The edge's handler touches these of aiohttp's RequestHandler: an aiohttp that renames
     them must fail here, by name, as well as in the behaviour tests."""
     assert set(_AIOHTTP_STATE) <= set(web.RequestHandler.__slots__)
 
@@ -280,6 +282,36 @@ async def test_a_websocket_is_not_cut_by_the_header_timeout(
         await conn.send(b"\x89\x80" + b"\x00" * 4)  # a ping, masked as a client's must be
         async with asyncio.timeout(WAIT_S):
             assert await conn.reader.readexactly(2) == b"\x8a\x00"  # its pong
+
+
+# -- what a closed connection leaves behind ------------------------------------------------
+
+
+def live_handlers() -> list[GuardedRequestHandler]:
+    return [o for o in gc.get_objects() if isinstance(o, GuardedRequestHandler)]
+
+
+async def test_a_closed_websocket_is_freed_as_it_closes(engine: Served) -> None:
+    """aiohttp leaves a closed WebSocket's handler, request and response in a reference
+    cycle that only the cyclic garbage collector frees (some 35 objects per WebSocket, and a
+    client may open one per order); the engine breaks it, so all of it goes as it closes."""
+    gc.collect()
+    gc.disable()  # what is freed now is freed by reference counting alone
+    try:
+        conn = await engine.connect()
+        await conn.send(UPGRADE)
+        assert (await conn.answer()).status == 101
+        [handler] = live_handlers()
+        freed = asyncio.Event()
+        weakref.finalize(handler, freed.set)
+        del handler
+        await conn.send(b"\x88\x80" + b"\x00" * 4)  # close, masked as a client's must be
+        assert (await conn.closed()).startswith(b"\x88")  # the server's close, then EOF
+        await conn.close()
+        async with asyncio.timeout(WAIT_S):
+            await freed.wait()
+    finally:
+        gc.enable()
 
 
 # -- connections the engine has not accepted yet --------------------------------------------
