@@ -19,7 +19,10 @@ FULL_COLLECTION_EVERY = 1_000
 # last one: at 20,000 a young collection found 60,000-80,000 objects and stopped the loop
 # 30-50 ms, a middle one ~150-200 ms (realistic venues paced at 340 orders/s: the POST's way
 # in p99 72 ms, 10 with the default). Paced instant orders' p99 and the closed loop's CPU per
-# order were no worse with the default either (e2e 0.79-0.84 ms against 0.87-0.88).
+# order were no worse with the default either (e2e 0.79-0.84 ms against 0.87-0.88). Objects
+# that outlive a young collection reach the oldest generation sooner, so garbage in cycles
+# waits for a full collection: a closed WebSocket must not leave any (serving/protocol.py;
+# with aiohttp's cycle per WebSocket the e2e row's RSS went 84 -> 180 MiB).
 
 
 def install_uvloop() -> None:
