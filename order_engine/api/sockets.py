@@ -67,6 +67,14 @@ class Connections:
         client = self._open.pop(ws, None)
         if client is not None:
             self.release(client)
+        # aiohttp keeps the error of a close that failed on a lost connection; its traceback
+        # (and its context's: the end of the stream it was handling) holds frames whose
+        # `self` is the response: a cycle, with the request and the connection's handler,
+        # that only the cyclic collector frees.
+        error: BaseException | None = ws.exception()
+        while error is not None:
+            error.__traceback__ = None
+            error = error.__context__
 
     def __len__(self) -> int:
         return len(self._open)
