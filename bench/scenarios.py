@@ -51,12 +51,12 @@ class Plan:
         # watching clients one engine's pipeline (more only queue up). In the realistic
         # profile an order spends ~1.5 s landing (0.4-2.5 s), off the workers; a closed
         # loop of N clients completes at most N / 1.5 s: 2,400 allow ~1,600/s, more than
-        # one engine completes there on a 2-core machine 3x faster than the slowest we
-        # measured on (800 clients bound it there at 454/s: 1,600 gave 696/s, 2,400 733/s
-        # with the queue growing). The workers of the venue-call row, held ~185 ms per
-        # order by the quote calls, complete ~50/s: 200 clients keep them busy without
-        # queueing orders past the client timeout. The warm-up covers the slowest landing
-        # (2.5 s) so the pipeline is full when the window opens.
+        # one engine completes on the fastest 2-core machine we measured on (there 800
+        # clients bound the row at 454/s with the engine not yet busy; 1,600 gave 696/s,
+        # 2,400 733/s with its queue growing). The workers of the venue-call row, held
+        # ~185 ms per order by the quote calls, complete ~50/s: 200 clients keep them busy
+        # without queueing orders past the client timeout. The warm-up covers the slowest
+        # landing (2.5 s) so the pipeline is full when the window opens.
         return cls(1.0, duration, 32, 64, 2400, 200, 4.0, 1000, 10_000)
 
     @classmethod
